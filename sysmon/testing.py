@@ -1,0 +1,399 @@
+"""
+Test helpers that the tests of several daemons use (public, as treq's
+C{treq.testing} is): a datagram transport that records what is written, a
+fake reactor (a L{MemoryReactorClock} that also records C{listenUDP},
+C{listenMulticast} and C{spawnProcess}), a fake child process the test ends
+when it likes, and fixture C{/proc} trees.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal as _signal
+from typing import Any, Iterable, Mapping, Sequence
+
+import attrs
+from twisted.internet import defer, error
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+
+__all__ = [
+    "FakeProcess",
+    "FakeReactor",
+    "ProcTree",
+    "RecordingDatagramTransport",
+]
+
+
+def _address(kind: str, host: str, port: int) -> IPv4Address | IPv6Address:
+    if ":" in host:
+        return IPv6Address(kind, host, port)
+    return IPv4Address(kind, host or "0.0.0.0", port)
+
+
+class RecordingDatagramTransport:
+    """
+    A UDP (and multicast) transport that records every datagram written.
+
+    @ivar written: C{(data, (host, port))} pairs in write order.
+    @ivar groups: multicast groups joined, as C{(group, interface)}.
+    @ivar listening: L{False} once C{stopListening} was called.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, protocol: Any = None):
+        self.host = host
+        self.port = port
+        self.protocol = protocol
+        self.written: list[tuple[bytes, tuple[str, int]]] = []
+        self.groups: set[tuple[str, str]] = set()
+        self.listening = True
+        self.ttl = 1
+        self.loopback = 1
+        self.outgoingInterface = ""
+        self.connectedTo: tuple[str, int] | None = None
+
+    def write(self, data: bytes, addr: tuple[str, int] | None = None) -> None:
+        if not isinstance(data, bytes):
+            raise TypeError(f"datagrams are bytes, not {type(data).__name__}")
+        if addr is None:
+            if self.connectedTo is None:
+                raise ValueError("write without an address on an unconnected transport")
+            addr = self.connectedTo
+        self.written.append((data, tuple(addr)))  # type: ignore[arg-type]
+
+    def connect(self, host: str, port: int) -> None:
+        self.connectedTo = (host, port)
+
+    def pop(self) -> list[tuple[bytes, tuple[str, int]]]:
+        """
+        Return what was written since the last C{pop} and forget it.
+        """
+        written, self.written = self.written, []
+        return written
+
+    def getHost(self) -> IPv4Address | IPv6Address:
+        return _address("UDP", self.host, self.port)
+
+    def stopListening(self) -> defer.Deferred[None]:
+        if self.listening:
+            self.listening = False
+            if self.protocol is not None:
+                self.protocol.doStop()
+        return defer.succeed(None)
+
+    loseConnection = stopListening
+
+    # IMulticastTransport
+    def joinGroup(self, addr: str, interface: str = "") -> defer.Deferred[int]:
+        self.groups.add((addr, interface))
+        return defer.succeed(1)
+
+    def leaveGroup(self, addr: str, interface: str = "") -> defer.Deferred[int]:
+        self.groups.discard((addr, interface))
+        return defer.succeed(1)
+
+    def setTTL(self, ttl: int) -> None:
+        self.ttl = ttl
+
+    def getTTL(self) -> int:
+        return self.ttl
+
+    def setLoopbackMode(self, mode: int) -> None:
+        self.loopback = mode
+
+    def getLoopbackMode(self) -> int:
+        return self.loopback
+
+    def setOutgoingInterface(self, addr: str) -> defer.Deferred[int]:
+        self.outgoingInterface = addr
+        return defer.succeed(1)
+
+    def getOutgoingInterface(self) -> str:
+        return self.outgoingInterface
+
+
+class FakeProcess:
+    """
+    The transport of a child "started" by L{FakeReactor.spawnProcess}.  The
+    test drives it: L{output}, L{exit}, L{die}.
+
+    @ivar signals: the signals sent with C{signalProcess}, as given.
+    @ivar written: bytes written to the child's stdin.
+    """
+
+    def __init__(self, protocol: Any, pid: int, executable: str, args: Sequence[str], **kw: Any):
+        self.proto = protocol
+        self.pid: int | None = pid
+        self.executable = executable
+        self.args = list(args)
+        self.env = kw.get("env")
+        self.path = kw.get("path")
+        self.uid = kw.get("uid")
+        self.gid = kw.get("gid")
+        self.childFDs = kw.get("childFDs")
+        self.signals: list[str | int] = []
+        self.written = b""
+        self.stdinClosed = False
+        self.ended = False
+
+    def signalProcess(self, signalID: str | int) -> None:
+        if self.ended:
+            raise error.ProcessExitedAlready()
+        self.signals.append(signalID)
+
+    def writeToChild(self, childFD: int, data: bytes) -> None:
+        self.written += data
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def closeStdin(self) -> None:
+        self.stdinClosed = True
+
+    def closeChildFD(self, childFD: int) -> None:
+        if childFD == 0:
+            self.stdinClosed = True
+
+    def loseConnection(self) -> None:
+        self.closeStdin()
+
+    def output(self, data: bytes, fd: int = 1) -> None:
+        """
+        The child writes C{data} to its file descriptor C{fd}.
+        """
+        self.proto.childDataReceived(fd, data)
+
+    def exit(self, code: int = 0) -> None:
+        """
+        The child exits with status C{code}.
+        """
+        if code == 0:
+            reason: Failure = Failure(error.ProcessDone(0))
+        else:
+            reason = Failure(error.ProcessTerminated(exitCode=code))
+        self._end(reason)
+
+    def die(self, signum: int = _signal.SIGKILL) -> None:
+        """
+        The child is killed by C{signum}.
+        """
+        self._end(Failure(error.ProcessTerminated(signal=signum)))
+
+    def _end(self, reason: Failure) -> None:
+        if self.ended:
+            raise RuntimeError("the fake process has already ended")
+        self.ended = True
+        self.pid = None
+        self.proto.processExited(reason)
+        self.proto.processEnded(reason)
+
+
+@attrs.define
+class UDPListen:
+    """
+    One recorded C{listenUDP} or C{listenMulticast} call.
+    """
+
+    port: int
+    protocol: Any
+    interface: str
+    maxPacketSize: int
+    transport: RecordingDatagramTransport
+    multicast: bool = False
+    listenMultiple: bool = False
+
+
+class FakeReactor(MemoryReactorClock):
+    """
+    A L{MemoryReactorClock} (C{callLater} driven by C{advance}; TCP and UNIX
+    listens recorded by the base class) that also records UDP and multicast
+    listens and child processes.
+
+    @ivar udp: every L{UDPListen}, in call order.
+    @ivar processes: every L{FakeProcess} spawned, in order.
+    @ivar failListen: a port number whose listen raises
+        L{error.CannotListenError} (to test bind failures).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udp: list[UDPListen] = []
+        self.processes: list[FakeProcess] = []
+        self.failListen: int | None = None
+        self._pids = itertools.count(10000)
+        self._ephemeral = itertools.count(40000)
+
+    def _listen(self, multicast: bool, port: int, protocol: Any, interface: str,
+                maxPacketSize: int, listenMultiple: bool = False) -> RecordingDatagramTransport:
+        if self.failListen is not None and port == self.failListen:
+            raise error.CannotListenError(interface, port, OSError(98, "Address already in use"))
+        bound = port or next(self._ephemeral)
+        transport = RecordingDatagramTransport(interface or "0.0.0.0", bound, protocol)
+        self.udp.append(
+            UDPListen(port, protocol, interface, maxPacketSize, transport, multicast, listenMultiple)
+        )
+        protocol.makeConnection(transport)
+        return transport
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "",
+                  maxPacketSize: int = 8192) -> RecordingDatagramTransport:
+        return self._listen(False, port, protocol, interface, maxPacketSize)
+
+    def listenMulticast(self, port: int, protocol: Any, interface: str = "",
+                        maxPacketSize: int = 8192,
+                        listenMultiple: bool = False) -> RecordingDatagramTransport:
+        return self._listen(True, port, protocol, interface, maxPacketSize, listenMultiple)
+
+    def spawnProcess(self, processProtocol: Any, executable: str, args: Sequence[str] = (),
+                     env: Mapping[str, str] | None = None, path: str | None = None,
+                     uid: int | None = None, gid: int | None = None, usePTY: bool = False,
+                     childFDs: Mapping[int, Any] | None = None) -> FakeProcess:
+        process = FakeProcess(
+            processProtocol, next(self._pids), executable, args,
+            env=env, path=path, uid=uid, gid=gid, childFDs=childFDs,
+        )
+        self.processes.append(process)
+        processProtocol.makeConnection(process)
+        return process
+
+
+# -- fixture /proc trees ---------------------------------------------------------
+
+#: The fields of one /proc/net/dev line after the interface name.
+NET_DEV_FIELDS = (
+    "rx_bytes", "rx_packets", "rx_errs", "rx_drop", "rx_fifo", "rx_frame",
+    "rx_compressed", "rx_multicast", "tx_bytes", "tx_packets", "tx_errs",
+    "tx_drop", "tx_fifo", "tx_colls", "tx_carrier", "tx_compressed",
+)
+
+#: The fields of one "cpu" line of /proc/stat, in clock ticks.
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+              "guest", "guest_nice")
+
+
+class ProcTree:
+    """
+    Writes a fixture C{/proc} tree under C{root}, in the kernel's formats,
+    for code that reads C{/proc} with a configurable root.  Each method
+    (re)writes one file, so a test can change the counters between rounds.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+
+    def _write(self, relative: str, text: str) -> str:
+        path = os.path.join(self.root, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def make(cls, root: str) -> ProcTree:
+        """
+        A whole tree with plausible values for a 2-CPU machine with lo and eth0.
+        """
+        tree = cls(root)
+        tree.loadavg()
+        tree.meminfo()
+        tree.stat()
+        tree.netdev()
+        tree.uptime()
+        tree.cpuinfo()
+        return tree
+
+    def loadavg(self, one: float = 0.25, five: float = 0.5, fifteen: float = 0.75,
+                running: int = 1, total: int = 123, lastPid: int = 4567) -> str:
+        return self._write(
+            "loadavg", f"{one:.2f} {five:.2f} {fifteen:.2f} {running}/{total} {lastPid}\n"
+        )
+
+    def meminfo(self, **kB: int) -> str:
+        """
+        /proc/meminfo; keyword arguments (in kB) override or add fields, a
+        value of C{None} leaves a field out.
+        """
+        fields: dict[str, int | None] = {
+            "MemTotal": 16315240, "MemFree": 8123456, "MemAvailable": 12345678,
+            "Buffers": 234567, "Cached": 3456789, "SwapCached": 0,
+            "Active": 4567890, "Inactive": 2345678, "SwapTotal": 2097148,
+            "SwapFree": 2097148, "Dirty": 128, "Shmem": 65536,
+        }
+        fields.update(kB)
+        lines = [f"{name + ':':<16}{value:>8} kB\n" for name, value in fields.items()
+                 if value is not None]
+        return self._write("meminfo", "".join(lines))
+
+    def stat(self, cpus: Iterable[Sequence[int]] = ((100, 0, 50, 1000, 5, 0, 1, 0, 0, 0),
+                                                    (120, 2, 40, 990, 3, 0, 2, 0, 0, 0)),
+             btime: int = 1700000000, running: int = 1, blocked: int = 0) -> str:
+        cpus = [list(c) + [0] * (len(CPU_FIELDS) - len(c)) for c in cpus]
+        total = [sum(column) for column in zip(*cpus)]
+        lines = ["cpu  " + " ".join(map(str, total))]
+        lines += [f"cpu{i} " + " ".join(map(str, c)) for i, c in enumerate(cpus)]
+        lines += ["intr 123456 0 9 0", "ctxt 987654", f"btime {btime}", "processes 4321",
+                  f"procs_running {running}", f"procs_blocked {blocked}",
+                  "softirq 1000 0 100 0 0 0 0 0 0 0 0"]
+        return self._write("stat", "\n".join(lines) + "\n")
+
+    def netdev(self, interfaces: Mapping[str, Mapping[str, int]] | None = None) -> str:
+        """
+        /proc/net/dev; C{interfaces} maps a name to counters by
+        L{NET_DEV_FIELDS} name (missing ones are 0).
+        """
+        if interfaces is None:
+            interfaces = {
+                "lo": {"rx_bytes": 1000, "rx_packets": 10, "tx_bytes": 1000, "tx_packets": 10},
+                "eth0": {"rx_bytes": 123456789, "rx_packets": 98765, "tx_bytes": 23456789,
+                         "tx_packets": 45678, "rx_errs": 1, "tx_drop": 2},
+            }
+        lines = [
+            "Inter-|   Receive                                                |  Transmit\n",
+            " face |bytes    packets errs drop fifo frame compressed multicast"
+            "|bytes    packets errs drop fifo colls carrier compressed\n",
+        ]
+        for name, counters in interfaces.items():
+            values = " ".join(f"{counters.get(f, 0):>7}" for f in NET_DEV_FIELDS)
+            lines.append(f"{name:>6}: {values}\n")
+        return self._write("net/dev", "".join(lines))
+
+    def uptime(self, up: float = 12345.67, idle: float = 23456.78) -> str:
+        return self._write("uptime", f"{up:.2f} {idle:.2f}\n")
+
+    def cpuinfo(self, mhz: Sequence[float] = (2400.0, 2400.0),
+                model: str = "Fixture CPU @ 2.40GHz") -> str:
+        blocks = []
+        for i, speed in enumerate(mhz):
+            blocks.append(
+                f"processor\t: {i}\nvendor_id\t: GenuineIntel\nmodel name\t: {model}\n"
+                f"cpu MHz\t\t: {speed:.3f}\ncache size\t: 8192 KB\ncpu cores\t: {len(mhz)}\n"
+            )
+        return self._write("cpuinfo", "\n".join(blocks) + "\n")
+
+    def process(self, pid: int, comm: str = "sleep", state: str = "S", ppid: int = 1,
+                starttime: int = 123456, cmdline: Sequence[str] = ("sleep", "1000")) -> str:
+        """
+        /proc/<pid>/stat and cmdline; C{starttime} is field 22 (clock ticks
+        after boot), which the daemons pair with the pid.
+        """
+        rest = [ppid, pid, pid, 0, -1, 4194304, 100, 0, 0, 0, 5, 3, 0, 0, 20, 0, 1, 0,
+                starttime, 12345678, 300]
+        self._write(f"{pid}/cmdline", "\0".join(cmdline) + "\0")
+        return self._write(f"{pid}/stat", f"{pid} ({comm}) {state} " +
+                           " ".join(map(str, rest)) + "\n")
+
+    def removeProcess(self, pid: int) -> None:
+        for name in ("stat", "cmdline"):
+            try:
+                os.unlink(os.path.join(self.root, str(pid), name))
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(os.path.join(self.root, str(pid)))
+        except OSError:
+            pass

@@ -1,0 +1,14 @@
+"""
+twistd plugins for sysmon's daemons: one L{ServiceMaker} per daemon.
+
+This file is found by Twisted's plugin system (it lives in the
+C{twisted.plugins} namespace, which has no C{__init__.py} of ours); it must
+import nothing heavy, since every C{twistd} run imports it.  Each maker
+points at C{sysmon.<daemon>.tap}, which is only imported when that daemon
+is started.
+"""
+
+from twisted.application.service import ServiceMaker
+
+# One statement per daemon, added as each daemon lands:
+#   netdump = ServiceMaker("sysmon netdump", "sysmon.netdump.tap", "...", "netdump")
