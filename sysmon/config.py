@@ -115,21 +115,28 @@ def _integer(text: str, base: int) -> int:
     return int(text, base)
 
 
-def integer(minimum: int | None = None, maximum: int | None = None) -> Coercer:
-    """
-    A decimal integer, optionally bounded (both bounds inclusive).
-    """
-    if minimum is not None and maximum is not None:
-        accepted = f"an integer from {minimum} to {maximum}"
-    elif minimum is not None:
-        accepted = f"an integer >= {minimum}"
-    elif maximum is not None:
-        accepted = f"an integer <= {maximum}"
-    else:
-        accepted = "an integer"
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
-    def convert(text: str) -> int:
-        value = _integer(text, 10)
+
+def _bounded(
+    kind: str, parse: Callable[[str], Any], minimum: Any, maximum: Any
+) -> Coercer:
+    """
+    A coercer for numbers parsed by C{parse} within inclusive bounds.
+    """
+    low, high = _show(minimum), _show(maximum)
+    if minimum is not None and maximum is not None:
+        accepted = f"{kind} from {low} to {high}"
+    elif minimum is not None:
+        accepted = f"{kind} >= {low}"
+    elif maximum is not None:
+        accepted = f"{kind} <= {high}"
+    else:
+        accepted = kind
+
+    def convert(text: str) -> Any:
+        value = parse(text)
         if (minimum is not None and value < minimum) or (
             maximum is not None and value > maximum
         ):
@@ -137,30 +144,27 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Coercer:
         return value
 
     return Coercer(convert, accepted)
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Coercer:
+    """
+    A decimal integer, optionally bounded (both bounds inclusive).
+    """
+    return _bounded("an integer", lambda text: _integer(text, 10), minimum, maximum)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
 
 
 def number(minimum: float | None = None, maximum: float | None = None) -> Coercer:
     """
     A finite decimal number (seconds, load averages...), optionally bounded.
     """
-    if minimum is not None and maximum is not None:
-        accepted = f"a number from {minimum:g} to {maximum:g}"
-    elif minimum is not None:
-        accepted = f"a number >= {minimum:g}"
-    else:
-        accepted = "a number"
-
-    def convert(text: str) -> float:
-        value = float(text)
-        if not math.isfinite(value):
-            raise ValueError(text)
-        if (minimum is not None and value < minimum) or (
-            maximum is not None and value > maximum
-        ):
-            raise ValueError(text)
-        return value
-
-    return Coercer(convert, accepted)
+    return _bounded("a number", _finite, minimum, maximum)
 
 
 def hexInteger(digits: int | None = None) -> Coercer:
