@@ -10,5 +10,9 @@ is started.
 
 from twisted.application.service import ServiceMaker
 
-# One statement per daemon, added as each daemon lands:
-#   netdump = ServiceMaker("sysmon netdump", "sysmon.netdump.tap", "...", "netdump")
+netdump = ServiceMaker(
+    "sysmon netdump",
+    "sysmon.netdump.tap",
+    "Crash-dump server: receives crashed Linux kernels' memory (netdump) and netconsole text",
+    "netdump",
+)

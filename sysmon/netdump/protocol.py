@@ -1,0 +1,80 @@
+"""
+The netdump UDP socket: sort each datagram (netdump reply, another server's
+request, console text) and hand it to the server; send the server's
+requests.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from sysmon.netdump import wire
+
+__all__ = ["NetdumpProtocol", "RECEIVE_BUFFER"]
+
+#: Socket receive buffer asked for: a window of 64 pages of 64 KiB arrives
+#: as 4096 datagrams at once.
+RECEIVE_BUFFER = 16 * 1024 * 1024
+
+
+class NetdumpProtocol(DatagramProtocol):
+    """
+    Thin glue between the socket and L{NetdumpServer}.
+
+    @ivar server: the L{sysmon.netdump.server.NetdumpServer}.
+    """
+
+    log = Logger()
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def startProtocol(self) -> None:
+        sock = getattr(self.transport, "socket", None)
+        if sock is not None:
+            self.receiveBuffer = growReceiveBuffer(sock, RECEIVE_BUFFER)
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        """
+        Send a request; a failed send is counted, not raised (the request
+        times out and is sent again).
+        """
+        try:
+            self.transport.write(data, addr)
+        except OSError as e:
+            self.server.counters["send_errors"] += 1
+            self.log.debug("cannot send to {ip}:{port}: {error}", ip=addr[0], port=addr[1],
+                           error=e)
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        kind = wire.classify(data)
+        try:
+            if kind == wire.KIND_REPLY:
+                self.server.replyReceived(data, addr)
+            elif kind == wire.KIND_CONSOLE:
+                self.server.consoleReceived(data, addr)
+            else:
+                self.server.requestReceived(data, addr)
+        except Exception:
+            self.server.counters["errors"] += 1
+            self.log.failure("handling a datagram from {ip}:{port}", ip=addr[0], port=addr[1])
+
+
+def growReceiveBuffer(sock: socket.socket, size: int) -> int:
+    """
+    Ask for a receive buffer of C{size} bytes (beyond net.core.rmem_max when
+    privileged); return what the kernel granted.
+    """
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            break
+        except OSError:
+            continue
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
