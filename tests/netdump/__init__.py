@@ -1,0 +1,3 @@
+"""
+Tests of the netdump server, its codec and its client simulator.
+"""
