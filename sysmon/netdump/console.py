@@ -72,6 +72,8 @@ class _LogStream:
         self.pending: dict[int, bytes] = {}
         self.pendingBytes = 0
         self.pendingSince = 0.0
+        self.first = b""
+        self.firstAt = 0.0
 
 
 class _Netconsole:
@@ -125,12 +127,16 @@ class ConsoleStreams:
         A REPLY_LOG chunk from C{ip:port} at byte C{offset} of its stream.
         """
         stream = self._get(self._logs, ip, lambda: _LogStream(port))
-        firstAgain = stream.expected == len(data) and stream.port == port
-        if offset == 0 and data and not firstAgain:
-            # The stream restarted: the client loaded the module (booted).
+        if offset == 0 and data:
+            # A copy of the stream's first chunk soon after it is a
+            # duplicate; otherwise the stream restarted: the client loaded
+            # the module (booted) - no real machine reboots in seconds.
+            if data == stream.first and port == stream.port and now - stream.firstAt < self.holdSeconds:
+                return Output()
             lost = self._drop(stream)
             stream.port = port
             stream.expected = len(data)
+            stream.first, stream.firstAt = data, now
             return Output(lost + data, booted=True, logStart=True)
         stream.port = port
         if stream.expected is None:
