@@ -236,6 +236,11 @@ class NetdumpServer:
         so the next start resumes them.
         """
         self.running = False
+        self.log.info(
+            "netdump stopping with {active} dumps in progress (they resume at the next "
+            "start); datagram counters: {counters}",
+            active=len(self.sessions), counters=dict(self.counters),
+        )
         for session in list(self.sessions.values()):
             self._cancelTimer(session)
             if session.vmcore is not None:
@@ -255,14 +260,39 @@ class NetdumpServer:
         d.addCallback(lambda _: None)
         return d
 
-    def _track(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
+    def _track(self, d: defer.Deferred[Any], session: Session | None = None) -> defer.Deferred[Any]:
+        """
+        Keep C{d} until it fires (so C{stop} can wait for it); a failure in
+        its callbacks is logged and ends C{session}'s dump instead of leaving
+        it stuck.
+        """
         self._pending.add(d)
 
         def done(result: Any) -> Any:
             self._pending.discard(d)
             return result
 
-        return d.addBoth(done)
+        def failed(f: Failure) -> None:
+            self.log.failure("internal error", failure=f)
+            self.counters["errors"] += 1
+            if session is not None and self.sessions.get(session.ip) is session:
+                session.reason = f.getErrorMessage()
+                self._finish(session, "error")
+
+        return d.addErrback(failed).addBoth(done)
+
+    def _save(self, session: Session, **changes: Any) -> None:
+        """
+        Update the session's restart journal; a journal that cannot be
+        written costs restart safety, not the dump.
+        """
+        if session.journal is None:
+            return
+        try:
+            session.journal.save(**changes)
+        except OSError as e:
+            self.log.error("cannot update the restart journal of {ip}: {error}",
+                           ip=session.ip, error=e.strerror)
 
     def now(self) -> float:
         return self.reactor.seconds()
@@ -436,7 +466,7 @@ class NetdumpServer:
         if self.settings.secure:
             d = self._expectedMagic(ip)
             d.addCallback(self._checkMagic, session)
-            self._track(d)
+            self._track(d, session)
         else:
             self._admit(session)
 
@@ -476,7 +506,14 @@ class NetdumpServer:
 
     def _admit(self, session: Session) -> None:
         active = sum(1 for s in self.sessions.values() if s.dumping)
-        directory = self.store.newCrashDir(session.ip, time.time())
+        try:
+            directory = self.store.newCrashDir(session.ip, time.time())
+        except OSError as e:
+            self.log.error("cannot make a crash directory for {ip} in {root}: {error}",
+                           ip=session.ip, root=self.store.root, error=e.strerror)
+            session.reason = e.strerror
+            self._finish(session, "write-error")
+            return
         session.directory = directory
         self.consoleLogs.attachCrash(session.ip, directory)
         if active >= self.settings.concurrent:
@@ -495,7 +532,7 @@ class NetdumpServer:
         )
         d = self.runScript("netdump-crash", session.ip, directory)
         d.addCallback(self._crashScriptDone, session)
-        self._track(d)
+        self._track(d, session)
 
     def _crashScriptDone(self, code: int | None, session: Session) -> None:
         if self.sessions.get(session.ip) is not session:
@@ -506,7 +543,8 @@ class NetdumpServer:
             self._finish(session, "refused-by-script")
             return
         assert session.directory is not None
-        session.journal = Journal.create(session.directory, self._journalState(session, "info"))
+        session.journal = Journal(session.directory, self._journalState(session, "info"))
+        self._save(session)
         session.state = "info"
         session.lastHeard = self.now()
         self._ack(session)
@@ -578,8 +616,8 @@ class NetdumpServer:
             return
         session.totalRam = reply.info
         assert session.journal is not None
-        session.journal.save(
-            state="space", page_size=session.pageSize, nr_pages=session.nrPages,
+        self._save(
+            session, state="space", page_size=session.pageSize, nr_pages=session.nrPages,
             registers=session.registers.hex(), total_ram=session.totalRam,
         )
         self._writeInfo(session)
@@ -642,7 +680,7 @@ class NetdumpServer:
             return
         d = self.runScript("netdump-nospace", session.ip, session.directory)
         d.addCallback(self._nospaceDone, session)
-        self._track(d)
+        self._track(d, session)
 
     def _nospaceDone(self, code: int | None, session: Session) -> None:
         if self.sessions.get(session.ip) is not session:
@@ -676,7 +714,7 @@ class NetdumpServer:
         except OSError as e:
             self._writeFailed(session, e)
             return
-        session.journal.save(state="memory")
+        self._save(session, state="memory")
         session.cursor = session.journal.nextMissing(0, session.nrPages)
         self.log.info(
             "dumping {ip}: {pages} pages of {size} bytes ({mb:.0f} MiB){resumed}",
@@ -848,7 +886,7 @@ class NetdumpServer:
                 return
             vmcore.complete()
             session.outcome = "complete"
-            journal.save(state="showstate", outcome="complete")
+            self._save(session, state="showstate", outcome="complete")
             elapsed = max(self.now() - session.memoryAt, 1e-6)
             self.log.info(
                 "{ip}: vmcore complete in {dir}: {ram} RAM pages ({zero} zero), "
@@ -863,7 +901,7 @@ class NetdumpServer:
         def failed(f: Failure) -> None:
             self._writeFailed(session, f.value)
 
-        self._track(d.addCallbacks(synced, failed))
+        self._track(d.addCallbacks(synced, failed), session)
 
     def _writeFailed(self, session: Session, error: Any) -> None:
         why = getattr(error, "strerror", None) or str(error)
@@ -1057,7 +1095,7 @@ class NetdumpServer:
                               int(state["task_struct"]), int(state["page_offset"]),
                               int(state["magic"]) or None)
             ip, port = str(state["ip"]), int(state["port"])
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, OSError) as e:
             self.log.error("cannot resume the dump in {path}: {error}", path=path, error=str(e))
             return
         if ip in self.sessions:

@@ -25,6 +25,7 @@ fsynced before it is renamed to C{vmcore}.
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
@@ -47,12 +48,31 @@ DUMP_INFO = "dump.json"
 def writeJSON(path: str, data: dict[str, Any]) -> None:
     """
     Replace C{path} with C{data} as JSON, atomically (write, then rename).
+
+    On a full file system, where the new copy cannot be written, an existing
+    file is overwritten in place instead (it already owns its blocks), so a
+    dump's final state still reaches dump.json.
     """
+    text = (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not os.path.exists(path):
+            raise
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            if os.pwrite(fd, text, 0) != len(text):
+                raise
+            os.ftruncate(fd, len(text))
+        finally:
+            os.close(fd)
 
 
 class DumpStore:
@@ -161,12 +181,6 @@ class Journal:
         self._reservedFile = None
 
     @classmethod
-    def create(cls, path: str, state: dict[str, Any]) -> Journal:
-        journal = cls(path, dict(state))
-        journal.save()
-        return journal
-
-    @classmethod
     def load(cls, path: str) -> Journal:
         """
         @raise ValueError: the journal is unreadable.
@@ -201,8 +215,15 @@ class Journal:
         """
         size = max(1, (nrPages + 7) // 8)
         fd = os.open(os.path.join(self.path, PAGES_FILE), os.O_RDWR | os.O_CREAT, 0o600)
-        if os.fstat(fd).st_size != size:
-            os.ftruncate(fd, size)
+        try:
+            if os.fstat(fd).st_size != size:
+                os.ftruncate(fd, size)
+            # Allocate the blocks now: a memory map over a full file system
+            # would otherwise die with SIGBUS on its first write.
+            os.posix_fallocate(fd, 0, size)
+        except OSError:
+            os.close(fd)
+            raise
         self._fd = fd
         self._bits = mmap.mmap(fd, size)
         self.done = int.from_bytes(self._bits[:], "little").bit_count()
@@ -446,12 +467,17 @@ class ConsoleLogs:
         """
         self.detachCrash(ip)
         path = os.path.join(directory, "log")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        if copyBoot:
-            earlier = self.sinceBoot(ip)
-            if earlier:
-                os.write(fd, earlier)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            self.log.error("cannot open {path}: {error}", path=path, error=e.strerror)
+            return
         self._crash[ip] = fd
+        if copyBoot:
+            try:
+                os.write(fd, self.sinceBoot(ip))
+            except OSError as e:
+                self.log.error("cannot write {path}: {error}", path=path, error=e.strerror)
 
     def detachCrash(self, ip: str) -> None:
         fd = self._crash.pop(ip, None)
