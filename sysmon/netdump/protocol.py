@@ -33,10 +33,15 @@ class NetdumpProtocol(DatagramProtocol):
     def __init__(self, server: Any) -> None:
         self.server = server
 
+    _sendto = None
+
     def startProtocol(self) -> None:
         sock = getattr(self.transport, "socket", None)
-        if sock is not None:
+        if isinstance(sock, socket.socket):
             self.receiveBuffer = growReceiveBuffer(sock, RECEIVE_BUFFER)
+            # The server only ever sends to IPv4 addresses it received from,
+            # so the transport's per-write address checks can be skipped.
+            self._sendto = sock.sendto
 
     def send(self, data: bytes, addr: tuple[str, int]) -> None:
         """
@@ -44,7 +49,10 @@ class NetdumpProtocol(DatagramProtocol):
         times out and is sent again).
         """
         try:
-            self.transport.write(data, addr)
+            if self._sendto is not None:
+                self._sendto(data, addr)
+            else:
+                self.transport.write(data, addr)
         except OSError as e:
             self.server.counters["send_errors"] += 1
             self.log.debug("cannot send to {ip}:{port}: {error}", ip=addr[0], port=addr[1],

@@ -47,7 +47,7 @@ from sysmon.children import ChildRunner, UnsafeScript, checkScript
 from sysmon.netdump import wire
 from sysmon.netdump.console import ConsoleStreams
 from sysmon.netdump.elf import CoreLayout, layoutFor, mergeRanges
-from sysmon.netdump.store import ConsoleLogs, DumpStore, Journal, Vmcore, writeJSON
+from sysmon.netdump.store import ConsoleLogs, DumpStore, Journal, PageWriter, Vmcore, writeJSON
 from sysmon.netdump.wire import COMM, REPLY, StartInfo, WireError
 
 __all__ = ["NetdumpServer", "ServerSettings", "Session"]
@@ -56,6 +56,11 @@ _HEADER = struct.Struct(">BIII")
 _REQUEST = struct.Struct(">QIIII")
 FRAGMENT = wire.FRAGMENT_SIZE
 MAX_PAGE_SIZE = 256 * 1024
+#: Completed, contiguous pages written with one system call.
+BATCH_PAGES = 128
+#: Batches a session may have queued for the writer before it stops asking
+#: for more pages (back-pressure from a slow disk).
+MAX_WRITING = 16
 
 
 @attrs.frozen
@@ -139,6 +144,10 @@ class Session:
         self.memoryAt = now
         self.endedAt: float | None = None
         self.lastHeard = now
+        # datagrams heard, counted on the hot path; the timer turns a change
+        # into lastHeard (cheaper than reading the clock per datagram)
+        self.heard = 0
+        self.heardSeen = 0
         self.lastLog = 0.0
         # one-at-a-time requests: (nr, command, arg, sent, tries)
         self.waiting: tuple[int, int, int, float, int] | None = None
@@ -146,6 +155,12 @@ class Session:
         # memory phase
         self.outstanding: OrderedDict[int, _Page] = OrderedDict()
         self.cursor = 0
+        # completed pages waiting to be written together: they are
+        # contiguous from batchStart
+        self.batch: list[bytearray] = []
+        self.batchStart = 0
+        self.writing = 0
+        self.closeWhenWritten = False
         self.written = 0
         self.zeroPages = 0
         self.rerequests = 0
@@ -155,6 +170,7 @@ class Session:
         self.resumed = False
         self.spaceTried = False
         self.acked = False
+        self.zeroPage = b""
 
     @property
     def dumping(self) -> bool:
@@ -184,6 +200,7 @@ class NetdumpServer:
         freeSpace: Callable[[str], int] | None = None,
         directory: Any = None,
         deferToThread: Callable[..., defer.Deferred] | None = None,
+        writer: PageWriter | None = None,
     ) -> None:
         """
         @param freeSpace: bytes free for a crash directory (injected by
@@ -192,6 +209,7 @@ class NetdumpServer:
             the magic/ files, or L{None}.
         @param deferToThread: runs blocking calls (fsync) off the reactor
             thread; tests pass a synchronous one.
+        @param writer: the L{PageWriter} (a threaded one by default).
         """
         if reactor is None:
             from twisted.internet import reactor  # noqa: PLW0621
@@ -204,6 +222,7 @@ class NetdumpServer:
         self.deferToThread = deferToThread or (
             lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a)
         )
+        self.writer = writer or PageWriter(reactor)
         self.consoleLogs = ConsoleLogs(store.root)
         self.streams = ConsoleStreams()
         self.sessions: dict[str, Session] = {}
@@ -243,19 +262,28 @@ class NetdumpServer:
         )
         for session in list(self.sessions.values()):
             self._cancelTimer(session)
-            if session.vmcore is not None:
-                session.vmcore.close()
-            if session.journal is not None:
-                session.journal.close()
-        self.sessions.clear()
+            if session.batch and session.state == "memory":
+                self._flush(session)
         for session, _ in self._rebooting.values():
             self._cancelTimer(session)
         self._rebooting.clear()
         if self._console is not None and self._console.active():
             self._console.cancel()
-        self.consoleLogs.close()
         pending = list(self._pending)
-        d = self.runner.stopAll()
+        d = self.writer.stop()
+
+        def close(_: Any) -> defer.Deferred[Any]:
+            # Every page written so far is marked now; release the files.
+            for session in list(self.sessions.values()):
+                if session.vmcore is not None:
+                    session.vmcore.close()
+                if session.journal is not None:
+                    session.journal.close()
+            self.sessions.clear()
+            self.consoleLogs.close()
+            return self.runner.stopAll()
+
+        d.addCallback(close)
         d.addCallback(lambda _: defer.DeferredList(pending, consumeErrors=True))
         d.addCallback(lambda _: None)
         return d
@@ -310,7 +338,7 @@ class NetdumpServer:
             if session is None or session.port != addr[1] or session.state != "memory":
                 self._foreign(session, addr, code)
                 return
-            session.lastHeard = self.now()
+            session.heard += 1
             self._memReply(session, nr, info, data)
             return
         if code == REPLY.LOG:
@@ -611,6 +639,7 @@ class NetdumpServer:
         try:
             session.registers = wire.registersFromReply(reply, session.machine)
             session.layout = layoutFor(session.machine, session.pageSize, session.nrPages)
+            session.zeroPage = bytes(session.pageSize)
         except (WireError, ValueError) as e:
             self._bad(session, str(e))
             return
@@ -731,7 +760,7 @@ class NetdumpServer:
         """
         outstanding = session.outstanding
         window = self.settings.window
-        if len(outstanding) >= window:
+        if len(outstanding) >= window or session.writing >= MAX_WRITING:
             return
         journal = session.journal
         assert journal is not None
@@ -799,20 +828,76 @@ class NetdumpServer:
         if page.got != (1 << (size >> 10)) - 1:
             return
         del session.outstanding[nr]
-        try:
-            if session.vmcore.writePage(page.pfn, buf):  # type: ignore[union-attr]
-                session.written += 1
-            else:
-                session.zeroPages += 1
-        except OSError as e:
-            self._writeFailed(session, e)
-            return
-        session.journal.markDone(page.pfn)  # type: ignore[union-attr]
+        pfn = page.pfn
+        if buf == session.zeroPage:
+            # Never written: the file stays sparse there.
+            session.zeroPages += 1
+            session.journal.markDone(pfn)  # type: ignore[union-attr]
+        else:
+            batch = session.batch
+            if batch and pfn != session.batchStart + len(batch):
+                if not self._flush(session):
+                    return
+                batch = session.batch
+            if not batch:
+                session.batchStart = pfn
+            batch.append(buf)
+            if len(batch) >= BATCH_PAGES and not self._flush(session):
+                return
         self._fill(session)
         if session.journal.done * 100 >= session.nextProgress * session.nrPages:  # type: ignore[union-attr]
             self._progress(session)
         if not session.outstanding:
             self._maybeDone(session)
+
+    def _flush(self, session: Session) -> bool:
+        """
+        Hand the batch of completed pages to the writer (one system call);
+        they are marked done in the journal when written (data first, so a
+        crash never marks a page that is not on disk).
+
+        @return: L{False} if the dump has failed.
+        """
+        batch = session.batch
+        if not batch:
+            return True
+        if session.vmcore is None or session.state != "memory":
+            session.batch = []
+            return False
+        first = session.batchStart
+        session.batch = []
+        session.writing += 1
+        self.writer.submit(session.vmcore, first, batch,
+                           lambda error: self._written(session, first, len(batch), error))
+        return session.state == "memory"
+
+    def _written(self, session: Session, first: int, count: int, error: OSError | None) -> None:
+        session.writing -= 1
+        if session.closeWhenWritten and not session.writing:
+            self._closeVmcore(session)
+        if session.state != "memory" or self.sessions.get(session.ip) is not session:
+            return
+        if error is not None:
+            self._writeFailed(session, error)
+            return
+        session.written += count
+        session.journal.markRange(first, first + count)  # type: ignore[union-attr]
+        if session.writing < MAX_WRITING:
+            self._fill(session)
+        self._maybeDone(session)
+
+    def _closeVmcore(self, session: Session) -> None:
+        """
+        Close the vmcore once no write of it is queued (its descriptor must
+        not be reused under the writer).
+        """
+        if session.vmcore is None:
+            return
+        if session.writing:
+            session.closeWhenWritten = True
+            return
+        session.closeWhenWritten = False
+        session.vmcore.close()
 
     def _memOther(self, session: Session, nr: int, code: int, info: int) -> None:
         """
@@ -863,6 +948,8 @@ class NetdumpServer:
     def _maybeDone(self, session: Session) -> None:
         if session.state != "memory" or session.outstanding or session.cursor < session.nrPages:
             return
+        if not self._flush(session) or session.writing:
+            return
         journal = session.journal
         assert journal is not None and session.vmcore is not None
         if journal.done < session.nrPages:
@@ -910,8 +997,8 @@ class NetdumpServer:
         session.reason = why
         session.outcome = "no-space" if getattr(error, "errno", None) == 28 else "write-error"
         session.outstanding.clear()
-        if session.vmcore is not None:
-            session.vmcore.close()
+        session.batch = []
+        self._closeVmcore(session)
         self._showState(session)
 
     # -- show state -------------------------------------------------------------
@@ -952,6 +1039,11 @@ class NetdumpServer:
             return
         now = self.now()
         timeout = self.settings.timeout
+        if session.heard != session.heardSeen:
+            session.heardSeen = session.heard
+            session.lastHeard = max(session.lastHeard, now)
+        if session.batch and not self._flush(session):
+            return
         waitingForClient = session.state in ("info", "memory", "showstate")
         if waitingForClient and now - session.lastHeard >= timeout * self.settings.retries and not (
             session.state == "showstate" and now - session.lastLog < timeout
@@ -1009,8 +1101,7 @@ class NetdumpServer:
         session.outstanding.clear()
         session.waiting = None
         self._cancelTimer(session)
-        if session.vmcore is not None:
-            session.vmcore.close()
+        self._closeVmcore(session)
         if self.sessions.get(session.ip) is session:
             del self.sessions[session.ip]
         self.consoleLogs.detachCrash(session.ip)
@@ -1119,6 +1210,7 @@ class NetdumpServer:
             session.registers = bytes.fromhex(state.get("registers", ""))
             session.totalRam = int(state.get("total_ram", 0))
             session.layout = layoutFor(session.machine, session.pageSize, session.nrPages)
+            session.zeroPage = bytes(session.pageSize)
             session.written = journal.done
             self._startMemory(session)
             self._schedule(session)

@@ -21,6 +21,7 @@ right, 1 when it is not.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import select
@@ -189,6 +190,8 @@ class SimClient:
         self.dropped = 0
         self.logOffset = 0
         self._stale = b"\xde\xad\xbe\xef"
+        self.firstMem: float | None = None
+        self.lastMem: float | None = None
 
     def start(self) -> bytes:
         """
@@ -276,6 +279,10 @@ class SimClient:
 
     def _sendMem(self, v: int, nr: int, pfn: int) -> list[bytes]:
         memory = self.memory
+        now = time.monotonic()
+        if self.firstMem is None:
+            self.firstMem = now
+        self.lastMem = now
         if pfn >= memory.nrPages:
             text = b"page %08x is bigger than max page # %08x!\n" % (pfn, memory.nrPages)
             return [_HEADER.pack(v, nr, REPLY.ERROR, 0) + text]
@@ -603,6 +610,8 @@ def buildParser() -> argparse.ArgumentParser:
                         "waits forever) [0: forever]")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar [when stderr is a terminal]")
+    p.add_argument("--stats", action="store_true",
+                   help="print a JSON line of figures at the end (for benchmarks)")
     p.add_argument("--verify", metavar="DIR", default=None,
                    help="do not crash: check DIR/vmcore against the memory these options "
                         "describe")
@@ -644,8 +653,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         logText = DEFAULT_LOG.format(mem=memory.ramPages() * memory.pageSize // 1024).encode()
     try:
-        return run(client, (args.server, args.port), args.bind, args.client_port, args.log_port,
+        code = run(client, (args.server, args.port), args.bind, args.client_port, args.log_port,
                    logText, args.idle_timeout, Progress(memory.nrPages, showProgress))
+        if args.stats:
+            usage = os.times()
+            print(json.dumps({
+                "pages": client.servedCount, "requests": client.requests,
+                "dropped": client.dropped, "first_mem": client.firstMem,
+                "last_mem": client.lastMem, "cpu": usage.user + usage.system,
+            }))
+        return code
     except OSError as e:
         print(f"netdump-sim: {e}", file=sys.stderr)
         return 1

@@ -29,15 +29,18 @@ import errno
 import json
 import mmap
 import os
+import queue
+import threading
 import time
 from collections import OrderedDict
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from sysmon.netdump.elf import CoreLayout, buildHeader
 
-__all__ = ["ConsoleLogs", "DumpStore", "Journal", "Vmcore", "writeJSON"]
+__all__ = ["ConsoleLogs", "DumpStore", "Journal", "PageWriter", "Vmcore", "writeJSON"]
 
 SESSION_FILE = ".netdump-session.json"
 PAGES_FILE = ".netdump-pages"
@@ -335,7 +338,6 @@ class Vmcore:
         self.directory = directory
         self.layout = layout
         self.path = os.path.join(directory, self.INCOMPLETE)
-        self._zero = bytes(layout.pageSize)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         if os.fstat(self.fd).st_size < layout.size:
             # Sparse: holes and zero pages take no space.
@@ -346,20 +348,24 @@ class Vmcore:
         header = buildHeader(self.layout, ramRanges, registers, taskStruct, pageOffset)
         os.pwrite(self.fd, header, 0)
 
-    def writePage(self, pfn: int, data: bytes | bytearray) -> bool:
+    def writePages(self, pfn: int, pages: list[bytearray]) -> None:
         """
-        Write page C{pfn}; a page of zeros is not written (the file stays
-        sparse there).
+        Write consecutive pages starting at C{pfn} with one system call.
 
-        @return: whether anything was written.
         @raise OSError: the write failed (ENOSPC...).
         """
-        if data == self._zero:
-            return False
-        written = os.pwrite(self.fd, data, self.layout.offsetOf(pfn))
-        if written != len(data):
-            raise OSError(28, "short write")
-        return True
+        offset = self.layout.offsetOf(pfn)
+        views = [memoryview(p) for p in pages]
+        while views:
+            written = os.pwritev(self.fd, views, offset)
+            if written <= 0:
+                raise OSError(28, "short write")
+            offset += written
+            while views and written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            if written:
+                views[0] = views[0][written:]
 
     def sync(self) -> None:
         """
@@ -489,3 +495,71 @@ class ConsoleLogs:
             os.close(fd)
         self._fds.clear()
         self._crash.clear()
+
+
+class PageWriter:
+    """
+    Writes vmcore pages in a dedicated thread, so that the reactor never
+    waits for the disk (page-cache copies, dirty-page throttling) and the
+    copy runs on another core.  Results come back in the reactor thread, in
+    submission order.
+
+    @ivar threaded: L{False} writes at once in the caller's thread (for
+        tests on a fake reactor).
+    """
+
+    def __init__(self, reactor: Any, threaded: bool = True) -> None:
+        self.reactor = reactor
+        self.threaded = threaded
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopped: defer.Deferred[None] | None = None
+
+    def submit(self, vmcore: Vmcore, pfn: int, pages: list[bytearray],
+               done: Callable[[OSError | None], None]) -> None:
+        """
+        Write C{pages} at C{pfn} of C{vmcore}; call C{done(error)} in the
+        reactor thread when it is on its way to disk (error: L{None} or the
+        L{OSError}).
+        """
+        if not self.threaded:
+            done(self._write(vmcore, pfn, pages))
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="netdump-writer", daemon=True)
+            self._thread.start()
+        self._queue.put((vmcore, pfn, pages, done))
+
+    @staticmethod
+    def _write(vmcore: Vmcore, pfn: int, pages: list[bytearray]) -> OSError | None:
+        try:
+            vmcore.writePages(pfn, pages)
+        except OSError as e:
+            return e
+        return None
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self.reactor.callFromThread(self._finished)
+                return
+            vmcore, pfn, pages, done = item
+            self.reactor.callFromThread(done, self._write(vmcore, pfn, pages))
+
+    def _finished(self) -> None:
+        self._thread = None
+        if self._stopped is not None:
+            d, self._stopped = self._stopped, None
+            d.callback(None)
+
+    def stop(self) -> defer.Deferred[None]:
+        """
+        Finish the writes already submitted (their C{done} runs first) and
+        end the thread.
+        """
+        if self._thread is None:
+            return defer.succeed(None)
+        self._stopped = defer.Deferred()
+        self._queue.put(None)
+        return self._stopped

@@ -16,7 +16,7 @@ from sysmon.children import ChildRunner
 from sysmon.netdump.protocol import NetdumpProtocol
 from sysmon.netdump.server import NetdumpServer, ServerSettings
 from sysmon.netdump.sim import MACHINES, Memory, SimClient, defaultHoles
-from sysmon.netdump.store import DumpStore
+from sysmon.netdump.store import DumpStore, PageWriter
 from sysmon.testing import FakeReactor, RecordingDatagramTransport
 
 
@@ -69,6 +69,7 @@ class Bench:
         self.server = NetdumpServer(
             self.store, self.settings, reactor=self.reactor, runner=self.runner,
             freeSpace=freeSpace, deferToThread=lambda f, *a: defer.maybeDeferred(f, *a),
+            writer=PageWriter(self.reactor, threaded=False),
         )
         self.protocol = NetdumpProtocol(self.server)
         self.transport = RecordingDatagramTransport("0.0.0.0", 6666, self.protocol)

@@ -658,14 +658,14 @@ class WriteFailureTests(SynchronousTestCase):
         bench = Bench(os.path.abspath(self.mktemp()))
         bench.start()
         bad, good = bench.add("10.0.6.1", memory=4 * 2**20), bench.add("10.0.6.2", memory=4 * 2**20)
-        original = Vmcore.writePage
+        original = Vmcore.writePages
 
-        def writePage(self, pfn, data):
+        def writePages(self, pfn, pages):
             if "10.0.6.1" in self.directory and pfn > 300:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return original(self, pfn, data)
+            return original(self, pfn, pages)
 
-        self.patch(Vmcore, "writePage", writePage)
+        self.patch(Vmcore, "writePages", writePages)
         bench.crashAll(bad, good)
         bench.run(lambda: bad.sim.rebooted and good.sim.rebooted)
         badDir, goodDir = bench.crashDirs(bad.ip)[0], bench.crashDirs(good.ip)[0]
