@@ -49,7 +49,8 @@ BASELINE_C = r"""
 #include <sys/time.h>
 #include <unistd.h>
 
-/* usage: baseline server PORT PAGES WINDOW | baseline client PORT */
+/* usage: baseline server PORT PAGES WINDOW | baseline client PORT
+ *        baseline netdump PORT PAGES WINDOW  (a minimal netdump server: ACK, then SEND_MEM) */
 static double now(void) { struct timeval tv; gettimeofday(&tv, 0); return tv.tv_sec + tv.tv_usec / 1e6; }
 
 int main(int argc, char **argv) {
@@ -83,10 +84,21 @@ int main(int argc, char **argv) {
         }
     }
     long pages = atol(argv[3]); int window = atoi(argv[4]);
+    int netdump = !strcmp(argv[1], "netdump");
     me.sin_port = htons(atoi(argv[2]));
     bind(fd, (void *)&me, sizeof me);
     socklen_t len = sizeof peer;
-    recvfrom(fd, buf, sizeof buf, 0, (void *)&peer, &len);
+    for (;;) {
+        len = sizeof peer;
+        ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (void *)&peer, &len);
+        if (!netdump || (n >= 13 && buf[8] == 8)) break;  /* netdump: wait for START */
+    }
+    if (netdump) {  /* START_NETDUMP_ACK, version 5 */
+        unsigned char ack[24] = {0};
+        uint32_t cmd = htonl(7), from = htonl(5);
+        memcpy(ack + 12, &cmd, 4); memcpy(ack + 16, &from, 4);
+        sendto(fd, ack, 24, 0, (void *)&peer, sizeof peer);
+    }
     unsigned char *got = calloc(pages + window, 1);
     long sent = 0, done = 0;
     unsigned char req[24] = {0};
@@ -111,11 +123,17 @@ int main(int argc, char **argv) {
     }
     double t = now() - t0;
     uint32_t cmd = htonl(3); memcpy(req + 12, &cmd, 4);
-    sendto(fd, req, 24, 0, (void *)&peer, sizeof peer);
+    for (int i = 0; i < 3; i++) sendto(fd, req, 24, 0, (void *)&peer, sizeof peer);
     printf("%ld %f\n", pages, t);
     return 0;
 }
 """
+
+
+#: taskset prefixes: --pin puts the server on CPU 0 and the simulators on
+#: the others, as if they were separate machines (set in main()).
+PIN_SERVER: list[str] = []
+PIN_CLIENTS: list[str] = []
 
 
 def freePort() -> int:
@@ -135,6 +153,7 @@ def baseline(pages: int, window: int, work: str) -> dict:
     with open(src, "w") as f:
         f.write(BASELINE_C)
     subprocess.run(["gcc", "-O2", "-o", exe, src], check=True)
+    baseline.exe = exe  # type: ignore[attr-defined]
     port = freePort()
     server = subprocess.Popen([exe, "server", str(port), str(pages), str(window)],
                               stdout=subprocess.PIPE, text=True)
@@ -145,6 +164,38 @@ def baseline(pages: int, window: int, work: str) -> dict:
     n, seconds = out.split()
     rate = int(n) / float(seconds)
     return {"pages_per_s": rate, "mb_per_s": rate * 4096 / 1e6, "seconds": float(seconds)}
+
+
+def simCeiling(exe: str, pages: int, window: int) -> dict:
+    """
+    (d): netdump-sim against the minimal C server: how fast the simulator
+    alone can go, to show it is not what limits (b).
+    """
+    port = freePort()
+    server = subprocess.Popen([exe, "netdump", str(port), str(pages), str(window)],
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(0.2)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "sysmon.netdump.sim", "--port", str(port), "--memory",
+         f"{pages * 4}K", "--holes", "", "--zero-fraction", "0", "--no-progress", "--stats",
+         "--idle-timeout", "30"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    out, _ = server.communicate(timeout=600)
+    simOut, _ = sim.communicate(timeout=60)
+    n, seconds = out.split()
+    stats = json.loads(simOut.strip().splitlines()[-1])
+    rate = int(n) / float(seconds)
+    return {"pages_per_s": rate, "mb_per_s": rate * 4096 / 1e6,
+            "sim_cpu_share": stats["cpu"] / float(seconds)}
+
+
+def cpuBusy() -> tuple[float, float]:
+    """
+    (busy, total) jiffies of the whole machine, from /proc/stat.
+    """
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
 
 
 def procStat(pid: int) -> tuple[float, int]:
@@ -172,7 +223,7 @@ class Server:
                 "--pidfile=", f"--logfile={self.log}", "netdump", "--port", str(self.port),
                 "--addr", "127.0.0.1", "--dumpdir", self.dumpdir, "--secure", "0",
                 "--space-check", "0", "--window", str(window), "--config", os.devnull]
-        self.process = subprocess.Popen(argv, cwd=ROOT)
+        self.process = subprocess.Popen(PIN_SERVER + argv, cwd=ROOT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if os.path.exists(self.log) and "netdump listening" in open(self.log).read():
@@ -193,7 +244,7 @@ def runSims(server: Server, size: str, clients: int, drop: float) -> dict:
     for i in range(clients):
         bind = "127.0.0.1" if clients == 1 else f"127.0.0.{11 + i}"
         sims.append(subprocess.Popen(
-            [sys.executable, "-m", "sysmon.netdump.sim", "--server", "127.0.0.1", "--port",
+            PIN_CLIENTS + [sys.executable, "-m", "sysmon.netdump.sim", "--server", "127.0.0.1", "--port",
              str(server.port), "--bind", bind, "--memory", size, "--drop", str(drop),
              "--zero-fraction", "0", "--no-progress", "--stats", "--idle-timeout", "60"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -216,10 +267,12 @@ def runSims(server: Server, size: str, clients: int, drop: float) -> dict:
 def real(work: str, size: str, clients: int, drop: float, window: int) -> dict:
     server = Server(work, window)
     cpu0, _ = procStat(server.process.pid)
+    busy0, total0 = cpuBusy()
     result = runSims(server, size, clients, drop)
+    busy1, total1 = cpuBusy()
     cpu1, hwm = server.stop()
     result.update(server_cpu=cpu1 - cpu0, server_cpu_share=(cpu1 - cpu0) / result["seconds"],
-                  server_peak_rss=hwm)
+                  server_peak_rss=hwm, machine_busy=(busy1 - busy0) / (total1 - total0))
     return result
 
 
@@ -228,26 +281,49 @@ def main() -> int:
     parser.add_argument("--size", default="1G", help="dump size for the throughput runs [1G]")
     parser.add_argument("--window", type=int, default=64, help="requests in flight [64]")
     parser.add_argument("--rss-sizes", default="256M,2G", help="dump sizes for the RSS runs")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions of each (b) run [3]")
+    parser.add_argument("--pin", action="store_true",
+                        help="run the server on CPU 0 and the simulators on the other CPUs "
+                             "(taskset), so that they do not take each other's CPU time")
     args = parser.parse_args()
+    if args.pin:
+        cpus = os.cpu_count() or 1
+        if cpus < 2 or shutil.which("taskset") is None:
+            raise SystemExit("--pin needs taskset and at least 2 CPUs")
+        PIN_SERVER[:] = ["taskset", "-c", "0"]
+        PIN_CLIENTS[:] = ["taskset", "-c", f"1-{cpus - 1}"]
     pages = parseSize(args.size) // 4096
     work = tempfile.mkdtemp(prefix="netdump-bench-")
     try:
         base = baseline(pages, args.window, work)
         print(f"(a) C baseline, W={args.window}: {base['pages_per_s']:,.0f} pages/s "
               f"{base['mb_per_s']:.1f} MB/s")
-        rows = []
-        for label, clients, drop in (("1 client", 1, 0.0), ("1 client, 1% drop", 1, 0.01),
-                                     ("4 clients", 4, 0.0)):
-            r = real(work, args.size, clients, drop, args.window)
-            rows.append((label, r))
+        configs = (("1 client", 1, 0.0), ("1 client, 1% drop", 1, 0.01), ("4 clients", 4, 0.0))
+        runs: dict[str, list[dict]] = {label: [] for label, _, _ in configs}
+        # Interleaved repetitions, so that drift on a shared machine (page
+        # cache writeback, neighbours) touches every configuration alike.
+        for _ in range(args.repeat):
+            for label, clients, drop in configs:
+                runs[label].append(real(work, args.size, clients, drop, args.window))
+        medians = {}
+        for label, _, _ in configs:
+            ordered = sorted(runs[label], key=lambda r: r["mb_per_s"])
+            r = medians[label] = ordered[len(ordered) // 2]
+            spread = f"{ordered[0]['mb_per_s']:.0f}-{ordered[-1]['mb_per_s']:.0f}"
             print(f"(b) {label:<18} {args.size}/client: {r['pages_per_s']:,.0f} pages/s "
-                  f"{r['mb_per_s']:.1f} MB/s  ratio to (a) {r['mb_per_s'] / base['mb_per_s']:.2f}"
+                  f"{r['mb_per_s']:.1f} MB/s (median of {len(ordered)}, range {spread})"
+                  f"  ratio to (a) {r['mb_per_s'] / base['mb_per_s']:.2f}"
                   f"  server CPU {r['server_cpu']:.1f}s ({r['server_cpu_share']:.0%} of a core)"
                   f"  sim CPU {r['sim_cpu_share']:.0%} of a core (busiest)"
-                  f"  server peak RSS {r['server_peak_rss'] / 2**20:.1f} MiB")
-        one, lossy, four = (r for _, r in rows)
+                  f"  server peak RSS {r['server_peak_rss'] / 2**20:.1f} MiB"
+                  f"  machine CPU busy {r['machine_busy']:.0%} of {os.cpu_count()} cores")
+        one, lossy, four = (medians[label] for label, _, _ in configs)
         print(f"    1% drop / loss-free: {lossy['mb_per_s'] / one['mb_per_s']:.2f}   "
               f"4 clients / 1 client: {four['mb_per_s'] / one['mb_per_s']:.2f}")
+        ceiling = simCeiling(baseline.exe, pages, args.window)  # type: ignore[attr-defined]
+        print(f"(d) netdump-sim against a minimal C server: {ceiling['pages_per_s']:,.0f} pages/s "
+              f"{ceiling['mb_per_s']:.1f} MB/s (sim CPU {ceiling['sim_cpu_share']:.0%} of a core); "
+              f"(b) 1 client reached {one['mb_per_s'] / ceiling['mb_per_s']:.2f} of it")
         rss = []
         for size in args.rss_sizes.split(","):
             r = real(work, size, 1, 0.0, args.window)

@@ -20,6 +20,10 @@ __all__ = ["NetdumpProtocol", "RECEIVE_BUFFER"]
 #: as 4096 datagrams at once.
 RECEIVE_BUFFER = 16 * 1024 * 1024
 
+_MEM_SIZE = wire.HEADER_SIZE + wire.FRAGMENT_SIZE
+_MEM_CODE = wire.REPLY.MEM.to_bytes(4, "big")
+_VERSIONS = (3, 4, 5)
+
 
 class NetdumpProtocol(DatagramProtocol):
     """
@@ -59,8 +63,12 @@ class NetdumpProtocol(DatagramProtocol):
                            error=e)
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
-        kind = wire.classify(data)
         try:
+            if len(data) == _MEM_SIZE and data[5:9] == _MEM_CODE and data[0] in _VERSIONS:
+                # Nearly every datagram of a dump: straight to the page logic.
+                self.server.memReceived(data, addr)
+                return
+            kind = wire.classify(data)
             if kind == wire.KIND_REPLY:
                 self.server.replyReceived(data, addr)
             elif kind == wire.KIND_CONSOLE:

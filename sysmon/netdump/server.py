@@ -327,6 +327,18 @@ class NetdumpServer:
 
     # -- datagrams ------------------------------------------------------------------
 
+    def memReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        """
+        A REPLY_MEM datagram (a page fragment): the hot path.
+        """
+        session = self.sessions.get(addr[0])
+        if session is None or session.port != addr[1] or session.state != "memory":
+            self._foreign(session, addr, REPLY.MEM)
+            return
+        session.heard += 1
+        version, nr, code, info = _HEADER.unpack_from(data)
+        self._memReply(session, nr, info, data)
+
     def replyReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         """
         A datagram that L{wire.classify} called a reply.
@@ -334,12 +346,7 @@ class NetdumpServer:
         version, nr, code, info = _HEADER.unpack_from(data)
         ip = addr[0]
         if code == REPLY.MEM:
-            session = self.sessions.get(ip)
-            if session is None or session.port != addr[1] or session.state != "memory":
-                self._foreign(session, addr, code)
-                return
-            session.heard += 1
-            self._memReply(session, nr, info, data)
+            self.memReceived(data, addr)
             return
         if code == REPLY.LOG:
             self._logReply(ip, addr[1], info, data[wire.HEADER_SIZE :])
@@ -760,7 +767,10 @@ class NetdumpServer:
         """
         outstanding = session.outstanding
         window = self.settings.window
-        if len(outstanding) >= window or session.writing >= MAX_WRITING:
+        # Refill in bursts: each request sent to an idle client wakes it,
+        # and a burst wakes it once (this halves the cost of sending to
+        # several clients at once).
+        if window - len(outstanding) < max(1, window // 8) or session.writing >= MAX_WRITING:
             return
         journal = session.journal
         assert journal is not None

@@ -29,7 +29,7 @@ import socket
 import struct
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from sysmon.netdump import wire
 from sysmon.netdump.wire import COMM, REPLY, StartInfo
@@ -38,6 +38,11 @@ __all__ = ["Memory", "SimClient", "main", "verify"]
 
 _REQUEST = struct.Struct(">QIIII")
 _HEADER = struct.Struct(">BIII")
+SEND_MEM = COMM.SEND_MEM.to_bytes(4, "big")
+#: Linux's UDP_SEGMENT socket option (UDP generic segmentation offload).
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+#: Fragments per GSO send (the kernel allows 64 segments and 64 KiB).
+GSO_SEGMENTS = 32
 
 MACHINES = {
     "x86_64": (wire.EM_X86_64, 0xFFFF880000000000, 0xFFFF88003A6C8000),
@@ -192,6 +197,12 @@ class SimClient:
         self._stale = b"\xde\xad\xbe\xef"
         self.firstMem: float | None = None
         self.lastMem: float | None = None
+        self._fragment = bytearray(wire.HEADER_SIZE + wire.FRAGMENT_SIZE)
+        self._fragmentView = memoryview(self._fragment)
+        #: send a page's fragments with one UDP_SEGMENT (GSO) send
+        self.gso = False
+        self._gsoBuffer = bytearray(GSO_SEGMENTS * (wire.HEADER_SIZE + wire.FRAGMENT_SIZE))
+        self._gsoView = memoryview(self._gsoBuffer)
 
     def start(self) -> bytes:
         """
@@ -278,31 +289,63 @@ class SimClient:
             self.servedCount += 1
 
     def _sendMem(self, v: int, nr: int, pfn: int) -> list[bytes]:
+        out: list[bytes] = []
+        self.serveMem(v, nr, pfn, lambda data, addr: out.append(bytes(data)), None)
+        return out
+
+    def serveMem(self, v: int, nr: int, pfn: int,
+                 sendto: Callable[[Any, Any], Any], addr: Any) -> None:
+        """
+        Answer SEND_MEM for C{pfn}: each datagram goes to C{sendto(data,
+        addr)}, from one reused buffer (the hot path of the simulator).
+        """
         memory = self.memory
-        now = time.monotonic()
+        self.lastMem = time.monotonic()
         if self.firstMem is None:
-            self.firstMem = now
-        self.lastMem = now
+            self.firstMem = self.lastMem
         if pfn >= memory.nrPages:
             text = b"page %08x is bigger than max page # %08x!\n" % (pfn, memory.nrPages)
-            return [_HEADER.pack(v, nr, REPLY.ERROR, 0) + text]
+            sendto(_HEADER.pack(v, nr, REPLY.ERROR, 0) + text, addr)
+            return
         if not memory.isRam(pfn):
             if self.version >= 5:
                 self._markServed(pfn)
-                return [_HEADER.pack(v, nr, REPLY.RESERVED, memory.nextRam(pfn))]
+                sendto(_HEADER.pack(v, nr, REPLY.RESERVED, memory.nextRam(pfn)), addr)
+                return
             page = bytes(memory.pageSize)  # old clients send the zero page
         else:
             page = memory.page(pfn)
         self._markServed(pfn)
-        out = []
         drop, rnd = self.drop, self.rng.random
-        for offset in range(0, memory.pageSize, wire.FRAGMENT_SIZE):
+        pack = _HEADER.pack_into
+        size = wire.FRAGMENT_SIZE
+        step = wire.HEADER_SIZE + size
+        if self.gso:
+            # Build the fragments back to back; the kernel cuts them into
+            # separate datagrams (UDP_SEGMENT), as if sent one by one.
+            buf, view = self._gsoBuffer, self._gsoView
+            at = 0
+            for offset in range(0, memory.pageSize, size):
+                if drop and rnd() < drop:
+                    self.dropped += 1
+                    continue
+                pack(buf, at, v, nr, REPLY.MEM, offset)
+                view[at + wire.HEADER_SIZE : at + step] = page[offset : offset + size]
+                at += step
+                if at == GSO_SEGMENTS * step:
+                    sendto(view[:at], addr)
+                    at = 0
+            if at:
+                sendto(view[:at], addr)
+            return
+        buf, view = self._fragment, self._fragmentView
+        for offset in range(0, memory.pageSize, size):
             if drop and rnd() < drop:
                 self.dropped += 1
                 continue
-            out.append(_HEADER.pack(v, nr, REPLY.MEM, offset)
-                       + page[offset : offset + wire.FRAGMENT_SIZE])
-        return out
+            pack(buf, 0, v, nr, REPLY.MEM, offset)
+            view[wire.HEADER_SIZE :] = page[offset : offset + size]
+            sendto(buf, addr)
 
 
 # -- the network loop ---------------------------------------------------------------
@@ -342,16 +385,23 @@ class Progress:
 
 
 def run(client: SimClient, server: tuple[str, int], bind: str, port: int, logPort: int,
-        logText: bytes, idleTimeout: float, progress: Progress,
-        send: Callable[[socket.socket, bytes, tuple[str, int]], None] | None = None) -> int:
+        logText: bytes, idleTimeout: float, progress: Progress, gso: bool = True) -> int:
     """
     Crash: send the log, announce, answer requests until rebooted.
 
+    @param gso: send each page's fragments with one UDP_SEGMENT send where
+        the kernel supports it (the server still gets separate datagrams).
     @return: the exit status.
     """
     dump = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dump.bind((bind, port))
     dump.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    if gso:
+        try:
+            dump.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, wire.HEADER_SIZE + wire.FRAGMENT_SIZE)
+            client.gso = True
+        except OSError:
+            client.gso = False
     logSock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     logSock.bind((bind, logPort))
     for chunk in client.logChunks(logText):
@@ -380,14 +430,20 @@ def run(client: SimClient, server: tuple[str, int], bind: str, port: int, logPor
             # Drain what is queued before looking at the clock again.
             for _ in range(256):
                 try:
-                    data, (ip, sport) = recvfrom(64, socket.MSG_DONTWAIT)
+                    data, addr = recvfrom(64, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     break
-                if ip != serverIp:
+                if addr[0] != serverIp:
                     continue  # the kernel only accepts the configured server
+                if client.acked and len(data) == wire.REQUEST_SIZE and data[12:16] == SEND_MEM:
+                    # The hot path: no lists, no copies.
+                    _, nr, _, pfn, _ = _REQUEST.unpack(data)
+                    client.requests += 1
+                    client.serveMem(client.effective, nr, pfn, sendto, addr)
+                    continue
                 replies, logs = client.handle(data)
                 for reply in replies:
-                    sendto(reply, (ip, sport))
+                    sendto(reply, addr)
                 for chunk in logs:
                     logSock.sendto(chunk, server)
                 if client.rebooted:
@@ -610,6 +666,9 @@ def buildParser() -> argparse.ArgumentParser:
                         "waits forever) [0: forever]")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar [when stderr is a terminal]")
+    p.add_argument("--gso", action=argparse.BooleanOptionalAction, default=True,
+                   help="send a page's fragments with one UDP_SEGMENT send (the server still "
+                        "receives one datagram per fragment) [on where supported]")
     p.add_argument("--stats", action="store_true",
                    help="print a JSON line of figures at the end (for benchmarks)")
     p.add_argument("--verify", metavar="DIR", default=None,
@@ -654,7 +713,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logText = DEFAULT_LOG.format(mem=memory.ramPages() * memory.pageSize // 1024).encode()
     try:
         code = run(client, (args.server, args.port), args.bind, args.client_port, args.log_port,
-                   logText, args.idle_timeout, Progress(memory.nrPages, showProgress))
+                   logText, args.idle_timeout, Progress(memory.nrPages, showProgress), args.gso)
         if args.stats:
             usage = os.times()
             print(json.dumps({
