@@ -109,7 +109,7 @@ class NetconsoleTests(SynchronousTestCase):
     Plain and extended netconsole, from the real captures.
     """
 
-    def setUp(self):
+    def needCaptures(self):
         if not available():
             raise self.skipTest("shared/data/netconsole is not beside the checkout")
 
@@ -133,6 +133,7 @@ class NetconsoleTests(SynchronousTestCase):
         The extended stream becomes one dmesg-style line per record; the
         record split with ncfrag comes out whole; user data lines follow.
         """
+        self.needCaptures()
         for folder in ("6.1-virtio", "6.12-release-userdata"):
             s = ConsoleStreams()
             text = b"".join(s.netconsole("10.0.0.1", 6665, d, 0).text
