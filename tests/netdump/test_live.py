@@ -227,6 +227,27 @@ class ScriptTests(LiveTestCase):
         self.assertNotIn("vmcore", fds)
 
 
+    def test_slowScriptDoesNotDelayOthers(self):
+        """
+        While netdump-crash takes 15 s for one client, another client's dump
+        runs to the end; the slow one dumps after its script.
+        """
+        dumpdir = self.dumpdir()
+        self.script(dumpdir, "netdump-crash",
+                    'if [ "$1" = 127.0.0.2 ]; then sleep 15; fi\nexit 0\n')
+        server = LiveServer(self, dumpdir, "--secure", "0").start()
+        slow = Sim(self, server, "--memory", "16M", "--idle-timeout", "60", bind="127.0.0.2")
+        server.waitLog("running netdump-crash 127.0.0.2")
+        started = time.monotonic()
+        fast = Sim(self, server, "--memory", "16M", "--idle-timeout", "60", bind="127.0.0.3")
+        self.assertEqual(fast.wait(), 0, fast.err)
+        self.assertLess(time.monotonic() - started, 12)
+        self.assertIsNone(slow.process.poll())
+        self.assertEqual(dumpInfo(self.crashDirs(dumpdir, "127.0.0.3")[0])["outcome"], "complete")
+        self.assertEqual(slow.wait(), 0, slow.err)
+        self.assertEqual(dumpInfo(self.crashDirs(dumpdir, "127.0.0.2")[0])["outcome"], "complete")
+
+
 class RestartTests(LiveTestCase):
     """
     Surviving the server's death.
