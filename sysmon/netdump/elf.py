@@ -173,6 +173,27 @@ def _prpsinfo(layout: CoreLayout) -> bytes:
     return head + fname + psargs
 
 
+#: per ELF class: ehsize, phentsize, the rest of the ELF header after
+#: e_ident, and the size of an address.
+_CLASS = {
+    64: (64, 56, "HHIQQQIHHHHHH", "Q"),
+    32: (52, 32, "HHIIIIIHHHHHH", "I"),
+}
+
+
+def _phdr(layout: CoreLayout, ptype: int, flags: int, offset: int, vaddr: int, paddr: int,
+          length: int, align: int) -> bytes:
+    """
+    One program header (C{p_filesz} = C{p_memsz} = C{length}); the field
+    order differs between the classes.
+    """
+    if layout.bits == 64:
+        return struct.pack(layout.order + "IIQQQQQQ", ptype, flags, offset, vaddr, paddr,
+                           length, length, align)
+    return struct.pack(layout.order + "IIIIIIII", ptype, offset, vaddr, paddr, length, length,
+                       flags, align)
+
+
 def buildHeader(
     layout: CoreLayout,
     ramRanges: Sequence[tuple[int, int]],
@@ -196,44 +217,27 @@ def buildHeader(
         loads = [(0, layout.nrPages)]
     else:
         loads = mergeRanges(ramRanges, MAX_LOADS)
+    ehsize, phentsize, ehdrFormat, address = _CLASS[layout.bits]
+    mask = 2**layout.bits - 1
     notes = (
         _note(o, NT_PRSTATUS, _prstatus(layout, registers))
         + _note(o, NT_PRPSINFO, _prpsinfo(layout))
-        + _note(o, NT_TASKSTRUCT, struct.pack(o + ("Q" if layout.bits == 64 else "I"),
-                                              taskStruct & (2**layout.bits - 1)))
+        + _note(o, NT_TASKSTRUCT, struct.pack(o + address, taskStruct & mask))
     )
     phnum = 1 + len(loads)
-    if layout.bits == 64:
-        ehsize, phentsize = 64, 56
-        notesAt = ehsize + phnum * phentsize
-        ident = b"\x7fELF" + bytes([2, 2 if o == ">" else 1, 1, 0]) + b"\0" * 8
-        ehdr = ident + struct.pack(
-            o + "HHIQQQIHHHHHH", ET_CORE, layout.machine, 1, 0, ehsize, 0, 0,
-            ehsize, phentsize, phnum, 0, 0, 0,
+    notesAt = ehsize + phnum * phentsize
+    ident = b"\x7fELF" + bytes([layout.bits // 32, 2 if o == ">" else 1, 1, 0]) + b"\0" * 8
+    ehdr = ident + struct.pack(
+        o + ehdrFormat, ET_CORE, layout.machine, 1, 0, ehsize, 0, 0,
+        ehsize, phentsize, phnum, 0, 0, 0,
+    )
+    phdrs = _phdr(layout, PT_NOTE, 0, notesAt, 0, 0, len(notes), 0)
+    for start, end in loads:
+        phdrs += _phdr(
+            layout, PT_LOAD, PF_RWX, layout.offsetOf(start) & mask,
+            (pageOffset + start * size) & mask, (start * size) & mask,
+            ((end - start) * size) & mask, size,
         )
-        phdrs = struct.pack(o + "IIQQQQQQ", PT_NOTE, 0, notesAt, 0, 0, len(notes), 0, 0)
-        for start, end in loads:
-            phdrs += struct.pack(
-                o + "IIQQQQQQ", PT_LOAD, PF_RWX, layout.offsetOf(start),
-                (pageOffset + start * size) & (2**64 - 1), start * size,
-                (end - start) * size, (end - start) * size, size,
-            )
-    else:
-        ehsize, phentsize = 52, 32
-        notesAt = ehsize + phnum * phentsize
-        ident = b"\x7fELF" + bytes([1, 2 if o == ">" else 1, 1, 0]) + b"\0" * 8
-        ehdr = ident + struct.pack(
-            o + "HHIIIIIHHHHHH", ET_CORE, layout.machine, 1, 0, ehsize, 0, 0,
-            ehsize, phentsize, phnum, 0, 0, 0,
-        )
-        phdrs = struct.pack(o + "IIIIIIII", PT_NOTE, notesAt, 0, 0, len(notes), 0, 0, 0)
-        for start, end in loads:
-            length = ((end - start) * size) & 0xFFFFFFFF
-            phdrs += struct.pack(
-                o + "IIIIIIII", PT_LOAD, layout.offsetOf(start) & 0xFFFFFFFF,
-                (pageOffset + start * size) & 0xFFFFFFFF, (start * size) & 0xFFFFFFFF,
-                length, length, PF_RWX, size,
-            )
     header = ehdr + phdrs + notes
     if len(header) > layout.dataStart:
         raise ValueError("ELF header larger than the room reserved for it")
