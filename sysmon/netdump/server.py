@@ -1209,6 +1209,9 @@ class NetdumpServer:
         session.journal = journal
         session.resumed = True
         session.acked = True
+        # Requests of the previous run may still be answered: number ours
+        # elsewhere so that their replies are stale, not mistaken for new.
+        session.nr = 1 + int.from_bytes(os.urandom(3), "big") * 256
         self.sessions[ip] = session
         self.consoleLogs.attachCrash(ip, path, copyBoot=False)
         phase = state.get("state")
