@@ -16,3 +16,10 @@ netdump = ServiceMaker(
     "Crash-dump server: receives crashed Linux kernels' memory (netdump) and netconsole text",
     "netdump",
 )
+
+statd = ServiceMaker(
+    "sysmon statd",
+    "sysmon.statd.tap",
+    "NSM host-status monitor (ONC RPC 100024) for NFS locking; -n: notify peers and exit",
+    "statd",
+)

@@ -1,0 +1,3 @@
+"""
+Tests of the shared ONC RPC code.
+"""

@@ -1,0 +1,3 @@
+"""
+Tests of statd, the NSM host-status monitor.
+"""
