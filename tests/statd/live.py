@@ -1,0 +1,147 @@
+"""
+Real processes for statd's tests: C{twistd -n statd}, rpcbind, rpc.statd,
+sm-notify; each started by the test and stopped by pid at its end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from sysmon.rpc import message as m
+from sysmon.rpc.xdr import Packer, Unpacker
+from sysmon.statd import nsm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+def freePort() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+        try:
+            t.bind(("127.0.0.1", port))
+        except OSError:
+            pass
+        return port
+
+
+def rpcCall(port: int, proc: int, args: bytes = b"", prog: int = nsm.PROG, vers: int = nsm.VERS,
+            timeout: float = 5.0, host: str = "127.0.0.1") -> m.Reply:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(m.encodeCall(77, prog, vers, proc, args), (host, port))
+        return m.decodeReply(s.recv(65536))
+
+
+def smStat(port: int, timeout: float = 5.0) -> int:
+    reply = rpcCall(port, nsm.STAT, Packer().string(b"localhost").bytes(), timeout=timeout)
+    u = Unpacker(reply.results)
+    u.int()
+    return u.int()
+
+
+def stop(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(15)
+
+
+class Statd:
+    """
+    C{twistd -n statd} in a child process.
+    """
+
+    def __init__(self, case, stateFile: str, *args: str, port: int | None = None):  # type: ignore[no-untyped-def]
+        self.case = case
+        self.stateFile = stateFile
+        self.args = list(args)
+        self.port = port or freePort()
+        self.logfile = os.path.abspath(case.mktemp()) + ".log"
+        self.process: subprocess.Popen | None = None
+        case.addCleanup(self.stop)
+
+    def start(self, wait: bool = True) -> Statd:
+        argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", f"--logfile={self.logfile}",
+                "statd", "--port", str(self.port), "--addr", "127.0.0.1",
+                "--state-file", self.stateFile, "--name", "test.example.org", *self.args]
+        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        if wait:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    self.state = smStat(self.port, timeout=0.2)
+                    break
+                except OSError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError(f"statd did not start:\n{self.log()}")
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(15)
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def need(case, *programs: str) -> None:  # type: ignore[no-untyped-def]
+    if os.geteuid() != 0:
+        raise case.skipTest("the real NFS peers need root")
+    for program in programs:
+        if shutil.which(program) is None:
+            raise case.skipTest(f"{program} is not installed (Debian rpcbind / nfs-common)")
+
+
+class Rpcbind:
+    """
+    C{rpcbind -w -f}, stopped by pid; its warm-start files removed.
+    """
+
+    def __init__(self, case) -> None:  # type: ignore[no-untyped-def]
+        need(case, "rpcbind", "rpcinfo")
+        if _listening(111):
+            raise case.skipTest("something already listens on port 111")
+        os.makedirs("/run/rpcbind", exist_ok=True)
+        self.process = subprocess.Popen(["rpcbind", "-w", "-f"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        case.addCleanup(self.stop)
+        deadline = time.monotonic() + 10
+        while not _listening(111):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError("rpcbind did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        stop(self.process)
+        for name in ("portmap.xdr", "rpcbind.xdr"):
+            try:
+                os.unlink(os.path.join("/run/rpcbind", name))
+            except FileNotFoundError:
+                pass
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
