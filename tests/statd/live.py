@@ -63,7 +63,9 @@ class Statd:
     C{twistd -n statd} in a child process.
     """
 
-    def __init__(self, case, stateFile: str, *args: str, port: int | None = None):  # type: ignore[no-untyped-def]
+    def __init__(self, case, stateFile: str, *args: str, port: int | None = None,  # type: ignore[no-untyped-def]
+                 addr: str = "127.0.0.1"):
+        self.addr = addr
         self.case = case
         self.stateFile = stateFile
         self.args = list(args)
@@ -74,7 +76,7 @@ class Statd:
 
     def start(self, wait: bool = True) -> Statd:
         argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", f"--logfile={self.logfile}",
-                "statd", "--port", str(self.port), "--addr", "127.0.0.1",
+                "statd", "--port", str(self.port), "--addr", self.addr,
                 "--state-file", self.stateFile, "--name", "test.example.org", *self.args]
         self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
@@ -145,3 +147,40 @@ def _listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Namespace:
+    """
+    A network namespace joined to this one by a veth pair: a test host of
+    our own at C{remote}, reaching us at C{local}.
+    """
+
+    def __init__(self, case, local: str = "10.203.77.1", remote: str = "10.203.77.2") -> None:  # type: ignore[no-untyped-def]
+        need(case, "ip")
+        self.name = f"sysmon-t{os.getpid()}"
+        self.veth = f"vsm{os.getpid() % 100000}"
+        self.local, self.remote = local, remote
+        steps = [
+            ["ip", "netns", "add", self.name],
+            ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", self.veth + "p"],
+            ["ip", "link", "set", self.veth + "p", "netns", self.name],
+            ["ip", "addr", "add", local + "/30", "dev", self.veth],
+            ["ip", "link", "set", self.veth, "up"],
+            ["ip", "netns", "exec", self.name, "ip", "addr", "add", remote + "/30", "dev",
+             self.veth + "p"],
+            ["ip", "netns", "exec", self.name, "ip", "link", "set", self.veth + "p", "up"],
+            ["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"],
+        ]
+        case.addCleanup(self.remove)
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise case.skipTest(f"cannot make a network namespace here: {done.stderr.strip()}")
+
+    def run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True,
+                              text=True, timeout=timeout, cwd=ROOT)
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)

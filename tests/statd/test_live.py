@@ -21,7 +21,7 @@ from sysmon.rpc.xdr import Packer, Unpacker
 from sysmon.statd import nsm
 from sysmon.statd.store import readStatus
 
-from .live import ROOT, TWISTD, Rpcbind, Statd, freePort, need, rpcCall, smStat, stop
+from .live import ROOT, TWISTD, Namespace, Rpcbind, Statd, freePort, need, rpcCall, smStat, stop
 
 
 def monArgs(name: bytes, priv: bytes = b"P" * 16) -> bytes:
@@ -251,3 +251,35 @@ class InteropTests(SynchronousTestCase):
         stop(theirs)
         output = theirs.stdout.read()
         self.assertIn("test.example.org", output)
+
+
+class RemoteCallerTests(SynchronousTestCase):
+    """
+    Calls from another host: a network namespace of the test's own.
+    """
+
+    def test_monFromNonLoopbackRefused(self):
+        """
+        SM_MON from a non-loopback address gets stat_fail and stores
+        nothing; SM_STAT from there is answered.
+        """
+        ns = Namespace(self)
+        path = os.path.abspath(self.mktemp())
+        statd = Statd(self, path, "--no-notify", addr="").start()
+        script = (
+            "import socket, sys\n"
+            "from sysmon.rpc import message as m\n"
+            "from sysmon.rpc.xdr import Packer, Unpacker\n"
+            "from sysmon.statd import nsm\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)\n"
+            "def call(proc, args):\n"
+            f"    s.sendto(m.encodeCall(9, nsm.PROG, nsm.VERS, proc, args), ('{ns.local}', {statd.port}))\n"
+            "    return Unpacker(m.decodeReply(s.recv(1000)).results).int()\n"
+            "mon = nsm.Mon(nsm.MonId(b'victim', nsm.MyId(b'me', 100021, 3, 16)), b'P' * 16)\n"
+            "print(call(nsm.MON, mon.pack(Packer()).bytes()), call(nsm.STAT, Packer().string(b'h').bytes()))\n"
+        )
+        done = ns.run(sys.executable, "-c", script)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stdout.split(), [str(nsm.STAT_FAIL), str(nsm.STAT_SUCC)])
+        self.assertEqual(readStatus(path)[1], [])
+        self.assertIn(f"refusing SM_MON from {ns.remote}", statd.log())
