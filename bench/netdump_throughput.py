@@ -37,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from sysmon.netdump.sim import parseSize  # noqa: E402
+from sysmon.testing import processUsage  # noqa: E402
 
 BASELINE_C = r"""
 #include <arpa/inet.h>
@@ -202,16 +203,8 @@ def procStat(pid: int) -> tuple[float, int]:
     """
     CPU seconds used and peak RSS (bytes) of C{pid}.
     """
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    hwm = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) * 1024
-    return cpu, hwm
+    usage = processUsage(pid)
+    return usage.cpu, usage.peakRss
 
 
 class Server:

@@ -35,6 +35,7 @@ sys.path.insert(0, ROOT)
 from sysmon.rpc import message as m  # noqa: E402
 from sysmon.rpc.xdr import Packer  # noqa: E402
 from sysmon.statd import nsm  # noqa: E402
+from sysmon.testing import processUsage  # noqa: E402
 
 LOAD_C = r"""
 #include <arpa/inet.h>
@@ -113,15 +114,11 @@ def freePort() -> int:
 
 
 def proc(pid: int) -> tuple[float, int]:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    rss = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) * 1024
-    return cpu, rss
+    """
+    CPU seconds and current RSS (bytes) of C{pid}.
+    """
+    usage = processUsage(pid)
+    return usage.cpu, usage.rss
 
 
 def waitUDP(port: int, proc_: int = 1) -> None:

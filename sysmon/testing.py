@@ -20,6 +20,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 __all__ = [
+    "ProcessUsage",
+    "processUsage",
     "FakeProcess",
     "FakeReactor",
     "ProcTree",
@@ -257,6 +259,40 @@ class FakeReactor(MemoryReactorClock):
         self.processes.append(process)
         processProtocol.makeConnection(process)
         return process
+
+
+# -- measuring real processes (benchmarks, soak tests) -------------------------
+
+
+@attrs.frozen
+class ProcessUsage:
+    """
+    What a running process has used so far.
+
+    @ivar cpu: user + system CPU seconds.
+    @ivar rss: resident memory now, in bytes.
+    @ivar peakRss: the most resident memory so far (VmHWM), in bytes.
+    """
+
+    cpu: float
+    rss: int
+    peakRss: int
+
+
+def processUsage(pid: int, proc: str = "/proc") -> ProcessUsage:
+    """
+    Read C{pid}'s CPU time and memory from C{/proc}.
+    """
+    with open(f"{proc}/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    memory = {}
+    with open(f"{proc}/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                memory[key] = int(value.split()[0]) * 1024
+    return ProcessUsage(cpu, memory.get("VmRSS", 0), memory.get("VmHWM", 0))
 
 
 # -- fixture /proc trees ---------------------------------------------------------

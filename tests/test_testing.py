@@ -13,7 +13,14 @@ from twisted.internet import error
 from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
 from twisted.trial.unittest import SynchronousTestCase
 
-from sysmon.testing import CPU_FIELDS, NET_DEV_FIELDS, FakeReactor, ProcTree, RecordingDatagramTransport
+from sysmon.testing import (
+    CPU_FIELDS,
+    NET_DEV_FIELDS,
+    FakeReactor,
+    ProcTree,
+    RecordingDatagramTransport,
+    processUsage,
+)
 
 
 class Echo(DatagramProtocol):
@@ -256,3 +263,21 @@ class ProcTreeTests(SynchronousTestCase):
         mhz = [l.split(":")[1].strip() for l in self.read("cpuinfo").splitlines() if l.startswith("cpu MHz")]
         self.assertEqual(mhz, ["1000.500", "2000.000"])
         self.assertEqual(len(self.read("uptime").split()), 2)
+
+
+class ProcessUsageTests(SynchronousTestCase):
+    """
+    L{processUsage} reads a real process's figures.
+    """
+
+    def test_self(self):
+        """
+        This process has used some CPU and holds some memory; the peak is at
+        least the current figure.
+        """
+        before = processUsage(os.getpid())
+        sum(range(3_000_000))
+        after = processUsage(os.getpid())
+        self.assertGreater(after.cpu, before.cpu)
+        self.assertGreater(after.rss, 1_000_000)
+        self.assertGreaterEqual(after.peakRss, after.rss)
