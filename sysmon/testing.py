@@ -11,6 +11,9 @@ from __future__ import annotations
 import itertools
 import os
 import signal as _signal
+import subprocess
+import sys
+import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import attrs
@@ -20,6 +23,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 __all__ = [
+    "TwistdChild",
+    "stopProcess",
     "ProcessUsage",
     "processUsage",
     "FakeProcess",
@@ -259,6 +264,83 @@ class FakeReactor(MemoryReactorClock):
         self.processes.append(process)
         processProtocol.makeConnection(process)
         return process
+
+
+# -- real daemons in child processes (integration tests) ------------------------
+
+
+def stopProcess(process: subprocess.Popen | None, grace: float = 15) -> None:
+    """
+    SIGTERM a child process, SIGKILL it if it is still there after C{grace}
+    seconds, and reap it.
+    """
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(_signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(grace)
+
+
+class TwistdChild:
+    """
+    C{twistd -n <plugin> ...} in a child process, logging to a file; stopped
+    by pid when the test ends, even when it fails.
+
+    @ivar process: the L{subprocess.Popen}, once started.
+    @ivar logfile: where twistd logs.
+    """
+
+    def __init__(self, case: Any, cwd: str) -> None:
+        self.cwd = cwd
+        self.logfile = os.path.abspath(case.mktemp()) + ".log"
+        self.process: subprocess.Popen | None = None
+        case.addCleanup(self.stop)
+
+    def spawn(self, plugin: str, *args: str) -> subprocess.Popen:
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                "--pidfile=", f"--logfile={self.logfile}", plugin, *args]
+        self.process = subprocess.Popen(argv, cwd=self.cwd, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        return self.process
+
+    def logSize(self) -> int:
+        try:
+            return os.path.getsize(self.logfile)
+        except OSError:
+            return 0
+
+    def log(self) -> str:
+        try:
+            with open(self.logfile, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def waitLog(self, text: str, timeout: float = 60, start: int = 0) -> None:
+        """
+        Wait until C{text} is in the log (after byte C{start}).
+
+        @raise AssertionError: it did not come, or the daemon exited.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log()[start:]:
+                return
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"the daemon exited ({self.process.returncode}):\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in the log after {timeout}s:\n{self.log()[-3000:]}")
+
+    def kill(self, signum: int = _signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signum)
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        stopProcess(self.process)
 
 
 # -- measuring real processes (benchmarks, soak tests) -------------------------

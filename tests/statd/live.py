@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import time
 from sysmon.rpc import message as m
 from sysmon.rpc.xdr import Packer, Unpacker
 from sysmon.statd import nsm
+from sysmon.testing import TwistdChild, stopProcess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TWISTD = "from twisted.scripts.twistd import run; run()"
@@ -48,38 +48,26 @@ def smStat(port: int, timeout: float = 5.0) -> int:
     return u.int()
 
 
-def stop(process: subprocess.Popen | None) -> None:
-    if process is not None and process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
+stop = stopProcess
 
 
-class Statd:
+class Statd(TwistdChild):
     """
     C{twistd -n statd} in a child process.
     """
 
     def __init__(self, case, stateFile: str, *args: str, port: int | None = None,  # type: ignore[no-untyped-def]
                  addr: str = "127.0.0.1"):
+        super().__init__(case, ROOT)
         self.addr = addr
-        self.case = case
         self.stateFile = stateFile
         self.args = list(args)
         self.port = port or freePort()
-        self.logfile = os.path.abspath(case.mktemp()) + ".log"
-        self.process: subprocess.Popen | None = None
-        case.addCleanup(self.stop)
 
     def start(self, wait: bool = True) -> Statd:
-        argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", f"--logfile={self.logfile}",
-                "statd", "--port", str(self.port), "--addr", self.addr,
-                "--state-file", self.stateFile, "--name", "test.example.org", *self.args]
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.spawn("statd", "--port", str(self.port), "--addr", self.addr,
+                   "--state-file", self.stateFile, "--name", "test.example.org", *self.args)
+        assert self.process is not None
         if wait:
             deadline = time.monotonic() + 30
             while True:
@@ -90,21 +78,6 @@ class Statd:
                     if self.process.poll() is not None or time.monotonic() > deadline:
                         raise AssertionError(f"statd did not start:\n{self.log()}")
         return self
-
-    def log(self) -> str:
-        try:
-            with open(self.logfile, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(15)
-
-    def stop(self) -> None:
-        stop(self.process)
 
 
 def need(case, *programs: str) -> None:  # type: ignore[no-untyped-def]
