@@ -15,6 +15,8 @@ import sys
 import venv
 
 from twisted.application.service import IServiceMaker
+from twisted.python import usage
+from twisted.python.reflect import namedAny
 from twisted.trial.unittest import SynchronousTestCase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,7 +96,9 @@ class LayoutTests(SynchronousTestCase):
     def test_pluginFileIsLight(self):
         """
         The plugin file imports nothing but L{ServiceMaker}; each maker
-        points at a C{sysmon.<daemon>.tap} module.
+        points at a C{sysmon.<daemon>.tap} module (or, where one module
+        serves two daemons, at C{sysmon.<daemon>.tap.<tapname>} in it) that
+        has C{Options} and C{makeService}.
         """
         path = os.path.join(ROOT, "twisted", "plugins", "sysmon_plugins.py")
         with open(path) as f:
@@ -108,7 +112,12 @@ class LayoutTests(SynchronousTestCase):
 
         for value in vars(sysmon_plugins).values():
             if IServiceMaker.providedBy(value):
-                self.assertRegex(value.module, r"^sysmon\.\w+\.tap$")
+                self.assertRegex(value.module, r"^sysmon\.\w+\.tap(\.\w+)?$")
+                if value.module.count(".") == 3:
+                    self.assertEqual(value.module.rsplit(".", 1)[1], value.tapname)
+                target = namedAny(value.module)
+                self.assertTrue(issubclass(target.Options, usage.Options), value.tapname)
+                self.assertTrue(callable(target.makeService), value.tapname)
 
 
 class HygieneTests(SynchronousTestCase):

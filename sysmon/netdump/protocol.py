@@ -13,6 +13,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from sysmon.netdump import wire
+from sysmon.udp import growReceiveBuffer
 
 __all__ = ["NetdumpProtocol", "RECEIVE_BUFFER"]
 
@@ -78,19 +79,3 @@ class NetdumpProtocol(DatagramProtocol):
         except Exception:
             self.server.counters["errors"] += 1
             self.log.failure("handling a datagram from {ip}:{port}", ip=addr[0], port=addr[1])
-
-
-def growReceiveBuffer(sock: socket.socket, size: int) -> int:
-    """
-    Ask for a receive buffer of C{size} bytes (beyond net.core.rmem_max when
-    privileged); return what the kernel granted.
-    """
-    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
-        if option is None:
-            continue
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, option, size)
-            break
-        except OSError:
-            continue
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)

@@ -23,3 +23,17 @@ statd = ServiceMaker(
     "NSM host-status monitor (ONC RPC 100024) for NFS locking; -n: notify peers and exit",
     "statd",
 )
+
+recvstats = ServiceMaker(
+    "sysmon recvstats",
+    "sysmon.beostat.tap.recvstats",
+    "Cluster status receiver: nodes' sendstats (and Ganglia gmond) reports into a shared-memory file",
+    "recvstats",
+)
+
+sendstats = ServiceMaker(
+    "sysmon sendstats",
+    "sysmon.beostat.tap.sendstats",
+    "Cluster status sender: this node's /proc figures to the recvstats masters",
+    "sendstats",
+)

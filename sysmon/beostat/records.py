@@ -1,0 +1,197 @@
+"""
+The values one node reports, as typed records shared by every part of
+recvstats/sendstats: the C{/proc} parsers produce them, the wire codec
+carries them, the gmond mapping fills them from Ganglia metrics, and the
+shared-memory writer stores them.
+
+Units are the kernel's and libbeostat's: CPU time in clock ticks
+(C{USER_HZ}), memory and file-system sizes in bytes, loads as floats,
+network counters in bytes and packets since the interface came up.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = [
+    "CPU_TICK_FIELDS",
+    "NET_FIELDS",
+    "CpuInfo",
+    "CpuTicks",
+    "FileSystem",
+    "Interface",
+    "Load",
+    "Memory",
+    "Snapshot",
+    "cpuUsage",
+]
+
+#: The eight per-CPU tick counters of C{/proc/stat}, in the kernel's order.
+CPU_TICK_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+#: The eight per-interface counters of C{/proc/net/dev} that sysmon carries.
+NET_FIELDS = ("rxBytes", "rxPackets", "rxErrors", "rxDrops",
+              "txBytes", "txPackets", "txErrors", "txDrops")
+
+#: Longest interface name carried (the kernel's IFNAMSIZ, with its NUL).
+IFNAMSIZ = 16
+
+
+@attrs.frozen
+class CpuTicks:
+    """
+    Tick counters of one CPU (or of all CPUs, the C{cpu} line of
+    C{/proc/stat}).  Kernels before 2.6.11 lack the later fields: they are 0.
+    """
+
+    user: int = 0
+    nice: int = 0
+    system: int = 0
+    idle: int = 0
+    iowait: int = 0
+    irq: int = 0
+    softirq: int = 0
+    steal: int = 0
+
+    def astuple(self) -> tuple[int, ...]:
+        """
+        The counters in L{CPU_TICK_FIELDS} order.
+        """
+        return (self.user, self.nice, self.system, self.idle,
+                self.iowait, self.irq, self.softirq, self.steal)
+
+    def __add__(self, other: CpuTicks) -> CpuTicks:
+        return CpuTicks(*(a + b for a, b in zip(self.astuple(), other.astuple())))
+
+    def __sub__(self, other: CpuTicks) -> CpuTicks:
+        return CpuTicks(*(a - b for a, b in zip(self.astuple(), other.astuple())))
+
+
+def cpuUsage(delta: CpuTicks) -> float | None:
+    """
+    The busy fraction (0.0 to 1.0) over an interval, from the tick
+    increments of that interval: everything but idle and iowait, over all.
+
+    @return: L{None} when no tick passed (or counters went backwards, as
+        after a reboot): there is no usage to report.
+    """
+    values = delta.astuple()
+    if min(values) < 0:
+        return None
+    total = sum(values)
+    if total <= 0:
+        return None
+    return (total - delta.idle - delta.iowait) / total
+
+
+@attrs.frozen
+class CpuInfo:
+    """
+    The static description of a node's processors (C{/proc/cpuinfo}).
+
+    @ivar count: how many processors.
+    @ivar mhz: the clock of the first processor, in MHz (0.0 when the
+        kernel does not say, as on some ARM machines).
+    @ivar model: the first processor's model name.
+    """
+
+    count: int
+    mhz: float = 0.0
+    model: str = ""
+
+
+@attrs.frozen
+class Memory:
+    """
+    C{/proc/meminfo}'s main figures, in bytes.
+    """
+
+    total: int = 0
+    free: int = 0
+    available: int = 0
+    buffers: int = 0
+    cached: int = 0
+    swapTotal: int = 0
+    swapFree: int = 0
+
+
+@attrs.frozen
+class Load:
+    """
+    C{/proc/loadavg}: three load averages, running and total scheduling
+    entities, and the last pid handed out.
+    """
+
+    one: float = 0.0
+    five: float = 0.0
+    fifteen: float = 0.0
+    running: int = 0
+    total: int = 0
+    lastPid: int = 0
+
+
+@attrs.frozen
+class Interface:
+    """
+    One row of C{/proc/net/dev}.
+    """
+
+    name: str
+    rxBytes: int = 0
+    rxPackets: int = 0
+    rxErrors: int = 0
+    rxDrops: int = 0
+    txBytes: int = 0
+    txPackets: int = 0
+    txErrors: int = 0
+    txDrops: int = 0
+
+    def counters(self) -> tuple[int, ...]:
+        """
+        The counters in L{NET_FIELDS} order.
+        """
+        return (self.rxBytes, self.rxPackets, self.rxErrors, self.rxDrops,
+                self.txBytes, self.txPackets, self.txErrors, self.txDrops)
+
+
+@attrs.frozen
+class FileSystem:
+    """
+    C{statfs(2)} of a node's root file system: the fundamental block size,
+    blocks in all / free / available to unprivileged users, inodes in all /
+    free.
+    """
+
+    blockSize: int = 0
+    blocks: int = 0
+    free: int = 0
+    available: int = 0
+    files: int = 0
+    freeFiles: int = 0
+
+
+@attrs.frozen
+class Snapshot:
+    """
+    Everything one reading of a node's C{/proc} gave.  A part whose file
+    could not be read or parsed is L{None} and its reason is in C{errors};
+    the other parts are still good.
+
+    @ivar cpuInfo: from C{/proc/cpuinfo}.
+    @ivar cpuTotal: the C{cpu} line of C{/proc/stat}.
+    @ivar cpus: the C{cpuN} lines, in order of N.
+    @ivar memory: from C{/proc/meminfo}.
+    @ivar load: from C{/proc/loadavg}.
+    @ivar interfaces: the rows of C{/proc/net/dev}, in the kernel's order.
+    @ivar rootfs: statfs of the root file system.
+    @ivar errors: C{(file, reason)} for each part that failed.
+    """
+
+    cpuInfo: CpuInfo | None = None
+    cpuTotal: CpuTicks | None = None
+    cpus: tuple[CpuTicks, ...] | None = None
+    memory: Memory | None = None
+    load: Load | None = None
+    interfaces: tuple[Interface, ...] | None = None
+    rootfs: FileSystem | None = None
+    errors: tuple[tuple[str, str], ...] = ()

@@ -1,0 +1,704 @@
+"""
+recvstats: receive the nodes' status (and Ganglia gmond packets), keep each
+node's state, and publish it in the shared-memory file.
+
+L{Recvstats} is the policy: node numbers, CPU fractions from tick deltas,
+network rates from counter deltas, up/down/forgotten, the requests sent to
+the nodes.  L{StatsProtocol} and L{GmondProtocol} are thin socket glue;
+L{RecvstatsService} binds the sockets and runs the timers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from typing import Any, Callable
+
+import attrs
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from sysmon.beostat import gmond as gmondwire
+from sysmon.beostat import shm, wire
+from sysmon.beostat.records import CpuTicks, FileSystem, Interface, cpuUsage
+from sysmon.udp import growReceiveBuffer
+
+__all__ = ["GmondProtocol", "Recvstats", "RecvstatsService", "StatsProtocol"]
+
+#: A node is down after this many of its intervals without a word.
+MISSED_INTERVALS = 4
+#: The interval assumed for gmond hosts: gmond's host_tmax.
+GMOND_TMAX = 20.0
+#: Node numbers recvstats hands out itself (no directory, no --ip-base).
+ORIGIN_SENDER, ORIGIN_DIRECTORY, ORIGIN_IPBASE, ORIGIN_ASSIGNED = 0, 1, 2, 3
+#: The highest node number accepted (the file grows to it).
+MAX_NODE = 1 << 20
+RECEIVE_BUFFER = 8 * 1024 * 1024
+
+
+@attrs.define
+class NodeState:
+    """
+    What recvstats keeps for one node beyond its published record.
+
+    @ivar cpus: per-CPU tick counters as last known (cumulative).
+    @ivar interfaces: the node's interfaces by position.
+    @ivar lastNet: C{name -> (counters, sender time)} for rates.
+    @ivar netRates: C{name -> (rx, tx, rx packets, tx packets per second)}.
+    """
+
+    record: shm.NodeRecord
+    origin: int = ORIGIN_SENDER
+    source: tuple[str, int] | None = None
+    multicast: bool = False
+    cpus: list[CpuTicks | None] = attrs.Factory(list)
+    cpuUsages: list[float | None] = attrs.Factory(list)
+    interfaces: list[Interface | None] = attrs.Factory(list)
+    lastNet: dict[str, tuple[tuple[int, ...], float]] = attrs.Factory(dict)
+    netRates: dict[str, tuple[float, float, float, float]] = attrs.Factory(dict)
+    gmond: gmondwire.GmondHost | None = None
+    lastRateRequest: float = float("-inf")
+
+
+class Recvstats:
+    """
+    The recvstats policy, independent of sockets.
+
+    @param writer: the shared-memory writer (opened).
+    @param clock: supplies C{seconds()} (the reactor).
+    @param send: C{send(datagram, (host, port))} for requests to nodes.
+    @param key: HMAC key for requests, or L{None}.
+    @param group: C{(group, port)} of the multicast group, or L{None}.
+    @param rate: the interval recvstats asks every node to use, or L{None}.
+    @param forget: forget a node silent this many seconds (0: never).
+    @param directory: an L{sysmon.directory.IHostDirectory} for the node
+        numbers of senders that do not give one, or L{None}.
+    @param ipBase: with no directory answer, node = address - C{ipBase}.
+    @ivar counters: packets by outcome, for logs and metrics.
+    """
+
+    log = Logger()
+
+    def __init__(self, writer: shm.ShmWriter, clock: Any, send: Callable[[bytes, tuple], None],
+                 key: bytes | None = None, group: tuple[str, int] | None = None,
+                 rate: float | None = None, forget: float = 0.0, directory: Any = None,
+                 ipBase: str | None = None, wallClock: Callable[[], float] = time.time) -> None:
+        self.writer = writer
+        self.clock = clock
+        self.send = send
+        self.key = key
+        self.group = group
+        self.rate = rate
+        self.forget = forget
+        self.directory = directory
+        self.ipBase = int(ipaddress.ip_address(ipBase)) if ipBase else None
+        self.wallClock = wallClock
+        self.counters: Counter[str] = Counter()
+        self.nodes: dict[int, NodeState] = {}
+        self.byAddress: dict[str, int] = {}
+        self._pending: dict[str, list] = {}
+        self._handedOut: set[int] = set()
+        self._nextFree = 0
+        self._instance = uuid.uuid4().bytes
+        self._sequence = 0
+        self._complained: dict[tuple[str, str], float] = {}
+        for record in writer.recovered:
+            self._recover(record)
+
+    def _recover(self, record: shm.NodeRecord) -> None:
+        state = NodeState(record=record, origin=record.origin)
+        if record.source == shm.GMOND:
+            state.gmond = gmondwire.GmondHost()
+        if record.address and record.origin != ORIGIN_SENDER:
+            self.byAddress[self._addressKey(record)] = record.node
+            self._handedOut.add(record.node)
+        state.cpus = [ticks for _, ticks in record.cpus]
+        state.cpuUsages = [usage for usage, _ in record.cpus]
+        state.interfaces = list(record.interfaces or ())
+        self.nodes[record.node] = state
+
+    @staticmethod
+    def _addressKey(record: shm.NodeRecord) -> str:
+        return ("gmond:" if record.source == shm.GMOND else "") + record.address
+
+    def now(self) -> float:
+        """
+        Wall-clock time for records (what readers compare with).
+        """
+        return self.wallClock()
+
+    def _complain(self, peer: str, what: str, text: str, **fields: Any) -> None:
+        """
+        Log a problem with a peer at most once a minute per kind.
+        """
+        now = self.clock.seconds()
+        key = (peer, what)
+        if now - self._complained.get(key, -1e9) >= 60:
+            self._complained[key] = now
+            self.log.warn(text, peer=peer, **fields)
+
+    # -- node numbers ------------------------------------------------------
+
+    def _assign(self, key: str, address: str, then: Callable[[int, int], None]) -> None:
+        """
+        Find the node number for a sender that gave none and call
+        C{then(node, origin)}: the directory, then C{--ip-base}, then the
+        lowest free number.
+        """
+        node = self.byAddress.get(key)
+        if node is not None:
+            then(node, self.nodes[node].origin if node in self.nodes else ORIGIN_ASSIGNED)
+            return
+        waiting = self._pending.get(key)
+        if waiting is not None:
+            waiting[:] = [then]  # keep only the newest message
+            return
+        if self.directory is None:
+            self._assigned(key, address, None, [then])
+            return
+        self._pending[key] = waiting = [then]
+        d = self.directory.lookupAddress(address)
+
+        def found(host):
+            del self._pending[key]
+            self._assigned(key, address, host.node if host is not None else None, waiting)
+
+        def failed(failure):
+            del self._pending[key]
+            self._complain(address, "directory", "directory lookup for {peer} failed: {error}",
+                           error=failure.value)
+            self._assigned(key, address, None, waiting)
+
+        d.addCallbacks(found, failed)
+
+    def _assigned(self, key: str, address: str, fromDirectory: int | None,
+                  waiting: list) -> None:
+        node = self.byAddress.get(key)
+        origin = ORIGIN_ASSIGNED
+        if node is None:
+            if fromDirectory is not None and fromDirectory >= -1:
+                node, origin = fromDirectory, ORIGIN_DIRECTORY
+            elif self.ipBase is not None and ":" not in address:
+                offset = int(ipaddress.ip_address(address)) - self.ipBase
+                if 0 <= offset < MAX_NODE:
+                    node, origin = offset, ORIGIN_IPBASE
+            if node is None:
+                node = self._nextFree
+                while node in self.nodes or node in self._handedOut:
+                    node += 1
+                self._nextFree = node + 1
+            self.byAddress[key] = node
+            self._handedOut.add(node)
+            self.log.info("{peer} is node {node} ({how})", peer=address, node=node,
+                          how={ORIGIN_DIRECTORY: "from the directory",
+                               ORIGIN_IPBASE: "from --ip-base",
+                               ORIGIN_ASSIGNED: "first free number"}[origin])
+        else:
+            origin = self.nodes[node].origin if node in self.nodes else ORIGIN_ASSIGNED
+        for then in waiting:
+            then(node, origin)
+
+    def _claim(self, node: int, key: str, origin: int) -> NodeState:
+        """
+        The state of node C{node} for the sender C{key}; a number that
+        recvstats had handed out to another sender is taken back from it.
+        """
+        state = self.nodes.get(node)
+        if state is not None and origin == ORIGIN_SENDER and state.origin != ORIGIN_SENDER:
+            # A sender names its own number: it wins over a number we chose.
+            other = self._addressKey(state.record)
+            self.byAddress.pop(other, None)
+            self._handedOut.discard(node)
+            self._nextFree = 0
+            self.log.info("node {node} is claimed by a sender; {peer} will get another number",
+                          node=node, peer=state.record.address)
+            self.writer.clear(node)
+            del self.nodes[node]
+            state = None
+        if state is None:
+            now = self.now()
+            state = NodeState(record=shm.NodeRecord(node=node, firstSeen=now), origin=origin)
+            self.nodes[node] = state
+        state.origin = state.record.origin = origin
+        return state
+
+    # -- sendstats messages ----------------------------------------------------
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        """
+        One datagram on the status socket.
+        """
+        try:
+            message = wire.decode(data, self.key)
+        except wire.Unsigned:
+            self.counters["unsigned"] += 1
+            self._complain(addr[0], "unsigned", "dropping unsigned datagrams from {peer}")
+            return
+        except wire.BadSignature:
+            self.counters["bad_signature"] += 1
+            self._complain(addr[0], "signature", "dropping badly signed datagrams from {peer}")
+            return
+        except wire.WireError as e:
+            self.counters["bad"] += 1
+            self._complain(addr[0], "bad", "dropping malformed datagrams from {peer}: {error}",
+                           error=str(e))
+            return
+        if message.type != wire.STATUS:
+            self.counters["requests_seen"] += 1  # ours, looped back, or another master's
+            return
+        self.counters["status"] += 1
+        self.statusReceived(message, addr)
+
+    def statusReceived(self, message: wire.Message, addr: tuple[str, int]) -> None:
+        """
+        A decoded status message from C{addr}.
+        """
+        address = addr[0]
+        if message.node >= 0:
+            if message.node >= MAX_NODE:
+                self.counters["bad"] += 1
+                self._complain(address, "node", "{peer} claims node {node}, above the limit",
+                               node=message.node)
+                return
+            self._apply(message.node, ORIGIN_SENDER, message, addr)
+        else:
+            self._assign(address, address,
+                         lambda node, origin: self._apply(node, origin, message, addr))
+
+    def _apply(self, node: int, origin: int, message: wire.Message,
+               addr: tuple[str, int]) -> None:
+        key = addr[0]
+        state = self._claim(node, key, origin)
+        record = state.record
+        if record.address and record.address != addr[0] and record.state == shm.UP \
+                and record.source == shm.SENDSTATS:
+            self._complain(addr[0], "clash", "node {node} reported by {peer} and by {other}",
+                           node=node, other=record.address)
+        record.address = addr[0]
+        record.source = shm.SENDSTATS
+        state.source = addr
+        state.multicast = message.multicast
+        if message.bootId != record.bootId:
+            if record.bootId != shm._ZERO16:
+                self.log.info("node {node} ({peer}) restarted", node=node, peer=addr[0])
+            record.bootId = message.bootId
+            record.ticks = None
+            state.cpus, state.cpuUsages = [], []
+            state.lastNet.clear()
+            state.netRates.clear()
+        elif message.sequence != record.sequence:
+            gap = (message.sequence - record.sequence) & 0xFFFFFFFF
+            if 1 < gap < 0x80000000:
+                record.lost += gap - 1
+        record.sequence = message.sequence
+        record.packets += 1
+        record.updated = self.now()
+        record.senderTime = message.timestamp
+        record.interval = message.interval
+        if record.state != shm.UP:
+            self.log.info("node {node} ({peer}) is up", node=node, peer=addr[0])
+            record.state = shm.UP
+        if message.hostname is not None:
+            record.hostname = message.hostname
+        if message.cpuInfo is not None:
+            record.cpuCount = message.cpuInfo.count
+            record.mhz = message.cpuInfo.mhz
+            record.model = message.cpuInfo.model
+        if message.cpuTotal is not None:
+            if record.ticks is not None:
+                usage = cpuUsage(message.cpuTotal - record.ticks)
+                if usage is not None:
+                    record.cpuUsage = usage
+            record.ticks = message.cpuTotal
+        if message.cpus is not None:
+            self._applyCpus(state, message.cpus)
+        if message.memory is not None:
+            record.memory = message.memory
+        if message.load is not None:
+            record.load = message.load
+        if message.rootfs is not None:
+            record.rootfs = message.rootfs
+        if message.net is not None:
+            self._applyNet(state, message.net, message.timestamp)
+        self.writer.write(record)
+        if self.rate is not None and message.part == 0 and \
+                abs(message.interval - self.rate) > 1e-3:
+            self._correctRate(state)
+
+    def _applyCpus(self, state: NodeState, block: wire.CpuBlock) -> None:
+        record = state.record
+        if len(state.cpus) != block.total:
+            state.cpus = (state.cpus + [None] * block.total)[:block.total]
+            state.cpuUsages = (state.cpuUsages + [None] * block.total)[:block.total]
+        if not record.cpuCount:
+            record.cpuCount = block.total
+        for index, ticks in enumerate(block.ticks, block.first):
+            known = state.cpus[index]
+            if block.base == 0:
+                if known is not None:
+                    usage = cpuUsage(ticks - known)
+                    if usage is not None:
+                        state.cpuUsages[index] = usage
+                state.cpus[index] = ticks
+            else:
+                usage = cpuUsage(ticks)
+                if usage is not None:
+                    state.cpuUsages[index] = usage
+                state.cpus[index] = ticks if known is None else known + ticks
+        keep = min(block.total, self.writer.layout.maxCpus)
+        record.cpus = [(state.cpuUsages[i], state.cpus[i] or CpuTicks()) for i in range(keep)]
+
+    def _applyNet(self, state: NodeState, block: wire.NetBlock, when: float) -> None:
+        record = state.record
+        if len(state.interfaces) != block.total:
+            state.interfaces = (state.interfaces + [None] * block.total)[:block.total]
+        for index, interface in enumerate(block.interfaces, block.first):
+            state.interfaces[index] = interface
+            counters = interface.counters()
+            last = state.lastNet.get(interface.name)
+            if last is not None and when > last[1]:
+                before, then = last
+                deltas = [now - prev for now, prev in zip(counters, before)]
+                if min(deltas) >= 0:
+                    span = when - then
+                    state.netRates[interface.name] = (deltas[0] / span, deltas[4] / span,
+                                                      deltas[1] / span, deltas[5] / span)
+                else:
+                    state.netRates.pop(interface.name, None)  # counters reset
+            state.lastNet[interface.name] = (counters, when)
+        present = [i for i in state.interfaces if i is not None]
+        record.interfaceCount = block.total
+        record.interfaces = present[:self.writer.layout.maxInterfaces]
+        names = {i.name for i in present}
+        rates = [r for name, r in state.netRates.items() if name in names]
+        if rates:
+            record.rates = tuple(sum(column) for column in zip(*rates))
+
+    # -- gmond -----------------------------------------------------------------
+
+    def gmondReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        """
+        One datagram on the gmond socket.
+        """
+        try:
+            message = gmondwire.decode(data)
+        except gmondwire.GmondError as e:
+            self.counters["gmond_bad"] += 1
+            self._complain(addr[0], "gmond", "dropping malformed gmond packets from {peer}: "
+                           "{error}", error=str(e))
+            return
+        self.counters["gmond"] += 1
+        if isinstance(message, gmondwire.MetadataRequest):
+            return  # another gmond asking its peers for metadata
+        address = addr[0]
+        host = message.id.host
+        if message.id.spoof and ":" in host:
+            spoofed = host.split(":", 1)[0]
+            try:
+                address = str(ipaddress.ip_address(spoofed))
+            except ValueError:
+                pass
+        self._assign("gmond:" + address, address,
+                     lambda node, origin: self._applyGmond(node, origin, message, address))
+
+    def _applyGmond(self, node: int, origin: int, message: Any, address: str) -> None:
+        state = self._claim(node, "gmond:" + address, origin)
+        if state.gmond is None:
+            state.gmond = gmondwire.GmondHost()
+        if state.gmond.apply(message) is not None:
+            self.counters["gmond_no_metadata"] += 1
+        view = state.gmond.view()
+        record = state.record
+        record.source = shm.GMOND
+        record.address = address
+        record.updated = self.now()
+        record.interval = GMOND_TMAX
+        record.packets += 1
+        if record.state != shm.UP:
+            self.log.info("gmond host {peer} is node {node}, up", node=node, peer=address)
+            record.state = shm.UP
+        if view.hostname:
+            record.hostname = view.hostname
+        if view.cpuCount is not None:
+            record.cpuCount = view.cpuCount
+        if view.mhz is not None:
+            record.mhz = float(view.mhz)
+        if view.cpuUsage is not None:
+            record.cpuUsage = view.cpuUsage
+        if view.load is not None:
+            record.load = view.load
+        if view.memory is not None:
+            record.memory = view.memory
+        if None not in (view.rxRate, view.txRate):
+            record.rates = (view.rxRate, view.txRate, view.rxPacketRate or 0.0,
+                            view.txPacketRate or 0.0)
+        if view.diskTotal is not None and view.diskFree is not None:
+            record.rootfs = FileSystem(blockSize=1, blocks=int(view.diskTotal),
+                                       free=int(view.diskFree), available=int(view.diskFree))
+        if view.heartbeat is not None:
+            record.bootId = int(view.heartbeat).to_bytes(16, "big")
+        self.writer.write(record)
+
+    # -- time --------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """
+        Mark silent nodes down, forget long-silent ones, beat the header.
+        """
+        now = self.now()
+        for node, state in list(self.nodes.items()):
+            record = state.record
+            silent = now - record.updated
+            if self.forget and silent > self.forget:
+                self.log.info("forgetting node {node} ({peer}), silent {silent:.0f} s",
+                              node=node, peer=record.address, silent=silent)
+                self.writer.clear(node)
+                del self.nodes[node]
+                if self.byAddress.pop(self._addressKey(record), None) is not None:
+                    self._handedOut.discard(node)
+                    self._nextFree = min(self._nextFree, node)
+                continue
+            if record.state == shm.UP and silent > MISSED_INTERVALS * max(record.interval, 0.1):
+                record.state = shm.DOWN
+                self.writer.setState(node, shm.DOWN)
+                self.counters["went_down"] += 1
+                self.log.warn("node {node} ({peer}) is down: silent for {silent:.1f} s",
+                              node=node, peer=record.address, silent=silent)
+        self.writer.heartbeat(now)
+
+    def _request(self, kind: int, node: int = -1, interval: float = 0.0) -> bytes:
+        self._sequence = (self._sequence % 0xFFFFFFFF) + 1
+        return wire.encode(wire.Message(type=kind, node=node, bootId=self._instance,
+                                        sequence=self._sequence, timestamp=self.now(),
+                                        interval=interval), self.key)
+
+    def requestUpdates(self) -> None:
+        """
+        Ask every node for an immediate update (and for the configured rate):
+        on the group, and to each unicast node directly.
+        """
+        datagrams = [self._request(wire.UPDATE_REQUEST)]
+        if self.rate is not None:
+            datagrams.append(self._request(wire.SET_RATE, interval=self.rate))
+        targets = []
+        if self.group is not None:
+            targets.append(self.group)
+        targets += [s.source for s in self.nodes.values()
+                    if s.source is not None and not s.multicast
+                    and s.record.source == shm.SENDSTATS and s.record.state == shm.UP]
+        for target in targets:
+            for datagram in datagrams:
+                self.send(datagram, target)
+        self.counters["requests_sent"] += len(targets) * len(datagrams)
+        self.writer.setLastRequest(self.now())
+
+    def _correctRate(self, state: NodeState) -> None:
+        now = self.clock.seconds()
+        if now - state.lastRateRequest < 10:
+            return
+        state.lastRateRequest = now
+        if state.multicast and self.group is not None:
+            target = self.group
+            datagram = self._request(wire.SET_RATE, interval=self.rate)
+        elif state.source is not None:
+            target = state.source
+            datagram = self._request(wire.SET_RATE, node=state.record.node if state.origin ==
+                                     ORIGIN_SENDER else -1, interval=self.rate)
+        else:
+            return
+        self.log.info("asking node {node} ({peer}) to report every {rate} s instead of "
+                      "{interval} s", node=state.record.node, peer=state.record.address,
+                      rate=self.rate, interval=state.record.interval)
+        self.send(datagram, target)
+        self.counters["requests_sent"] += 1
+
+
+class StatsProtocol(DatagramProtocol):
+    """
+    The status socket (multicast and unicast on one port).
+    """
+
+    log = Logger()
+
+    def __init__(self, controller: Recvstats) -> None:
+        self.controller = controller
+
+    def startProtocol(self) -> None:
+        sock = getattr(self.transport, "socket", None)
+        if isinstance(sock, socket.socket):
+            growReceiveBuffer(sock, RECEIVE_BUFFER)
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.controller.datagramReceived(data, addr)
+        except Exception:
+            self.controller.counters["errors"] += 1
+            self.log.failure("handling a datagram from {ip}:{port}", ip=addr[0], port=addr[1])
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        """
+        Send a request; failures are counted, not raised.
+        """
+        try:
+            self.transport.write(data, addr)
+        except OSError as e:
+            self.controller.counters["send_errors"] += 1
+            self.log.debug("cannot send to {ip}:{port}: {error}", ip=addr[0], port=addr[1],
+                           error=e)
+
+
+class GmondProtocol(StatsProtocol):
+    """
+    The gmond socket.
+    """
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.controller.gmondReceived(data, addr)
+        except Exception:
+            self.controller.counters["errors"] += 1
+            self.log.failure("handling a gmond packet from {ip}:{port}", ip=addr[0],
+                             port=addr[1])
+
+
+class RecvstatsService(service.Service):
+    """
+    The recvstats daemon: sockets, shared-memory file, timers.
+
+    @param settings: a L{RecvstatsSettings}.
+    """
+
+    log = Logger()
+
+    def __init__(self, settings: RecvstatsSettings, directory: Any = None,
+                 reactor: Any = None, wallClock: Callable[[], float] = time.time) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.settings = settings
+        self.directory = directory
+        self.wallClock = wallClock
+        self.controller: Recvstats | None = None
+        self.writer: shm.ShmWriter | None = None
+        self.protocol = StatsProtocol(None)
+        self.ports: list[Any] = []
+        self._loops: list[task.LoopingCall] = []
+        self._master: Any = None
+
+    def privilegedStartService(self) -> None:
+        s = self.settings
+        self.writer = shm.ShmWriter(s.shm, slots=s.slots, maxCpus=s.maxCpus,
+                                    maxInterfaces=s.maxInterfaces, clock=self.wallClock)
+        recovered = self.writer.open()
+        group = (s.group, s.port) if s.group else None
+        self.controller = Recvstats(
+            self.writer, self.reactor, self.protocol.send, key=s.key, group=group,
+            rate=s.rate, forget=s.forget, directory=self.directory, ipBase=s.ipBase,
+            wallClock=self.wallClock)
+        self.protocol.controller = self.controller
+        if s.group:
+            port = self.reactor.listenMulticast(s.port, self.protocol, interface=s.bind,
+                                                listenMultiple=True)
+            port.setTTL(s.ttl)
+            if s.interfaceAddress:
+                port.setOutgoingInterface(s.interfaceAddress)
+            port.joinGroup(s.group, s.interfaceAddress or "0.0.0.0")
+        else:
+            port = self.reactor.listenUDP(s.port, self.protocol, interface=s.bind)
+        self.ports.append(port)
+        if s.gmondPort is not None:
+            self.ports.append(self.reactor.listenUDP(s.gmondPort, GmondProtocol(self.controller),
+                                                     interface=s.bind))
+        self.log.info("recvstats on port {port}{group}, shared memory {path} ({nodes} nodes "
+                      "kept from before)", port=port.getHost().port,
+                      group=f", group {s.group} on {s.interfaceAddress or 'any interface'}"
+                      if s.group else "", path=s.shm, nodes=len(recovered))
+        service.Service.privilegedStartService(self)
+
+    def startService(self) -> None:
+        if self.controller is None:
+            self.privilegedStartService()
+        service.Service.startService(self)
+        s = self.settings
+        for period, call in ((1.0, self.controller.sweep),
+                             (s.requestInterval, self.controller.requestUpdates)):
+            if period and period > 0:
+                loop = task.LoopingCall(call)
+                loop.clock = self.reactor
+                loop.start(period, now=True).addErrback(
+                    lambda f: self.log.failure("recvstats timer", f))
+                self._loops.append(loop)
+        if s.masterInterval:
+            self._startMaster()
+
+    def _startMaster(self) -> None:
+        """
+        Report this machine itself as node -1, as the original did.
+        """
+        from sysmon.beostat.send import StatusBuilder, bootId
+        from sysmon.beostat import procfs
+        from twisted.internet import threads
+
+        s = self.settings
+        builder = StatusBuilder(-1, bootId(s.masterProc), socket.gethostname(),
+                                s.masterInterval)
+
+        def report():
+            d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                          procfs.readSnapshot, s.masterProc, "/")
+
+            def apply(snapshot):
+                message = builder.build(snapshot, self.wallClock())
+                self.controller._apply(-1, ORIGIN_SENDER, message, ("127.0.0.1", 0))
+            return d.addCallback(apply).addErrback(
+                lambda f: self.log.failure("reading this machine's /proc", f))
+
+        loop = task.LoopingCall(report)
+        loop.clock = self.reactor
+        loop.start(s.masterInterval, now=True)
+        self._loops.append(loop)
+
+    def stopService(self) -> defer.Deferred[None]:
+        service.Service.stopService(self)
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops = []
+        ports, self.ports = self.ports, []
+        d = defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
+        def closed(_):
+            if self.writer is not None:
+                self.writer.close()
+        return d.addCallback(closed)
+
+
+@attrs.frozen
+class RecvstatsSettings:
+    """
+    recvstats' settings, as L{sysmon.beostat.tap} builds them.
+    """
+
+    shm: str
+    port: int = wire.DEFAULT_PORT
+    bind: str = ""
+    group: str | None = wire.DEFAULT_GROUP
+    interfaceAddress: str = ""
+    ttl: int = 1
+    gmondPort: int | None = None
+    key: bytes | None = None
+    rate: float | None = None
+    requestInterval: float = 60.0
+    forget: float = 0.0
+    slots: int = shm.DEFAULT_SLOTS
+    maxCpus: int = shm.DEFAULT_MAX_CPUS
+    maxInterfaces: int = shm.DEFAULT_MAX_INTERFACES
+    ipBase: str | None = None
+    masterInterval: float = 0.0
+    masterProc: str = "/proc"

@@ -1,0 +1,654 @@
+"""
+The shared-memory file that recvstats writes and every reader maps: a fixed
+header and one fixed-size record per node number, each record guarded by
+its own sequence counter (a seqlock) so that readers get a consistent
+record without taking any lock.  The layout is specified in
+docs/beostat-shm.md; L{HEADER} and L{FIXED} are its executable form.
+
+One process writes (L{ShmWriter}); any number read (L{ShmFile}, and the
+libbeostat-style API in L{sysmon.beostat.reader}).  The file grows by
+writing a bigger file beside it and renaming it over the old one; the old
+mapping is then flagged C{REPLACED} so that readers re-open the path.
+
+This module does no networking and imports nothing from Twisted: readers
+are plain programs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import mmap
+import os
+import struct
+import time
+from typing import Callable, Iterator
+
+import attrs
+
+from sysmon.beostat.records import IFNAMSIZ, CpuTicks, FileSystem, Interface, Load, Memory
+
+__all__ = [
+    "DEFAULT_MAX_CPUS",
+    "DEFAULT_MAX_INTERFACES",
+    "DEFAULT_SLOTS",
+    "FIXED",
+    "HEADER",
+    "LayoutError",
+    "NodeRecord",
+    "ShmFile",
+    "ShmWriter",
+    "defaultPath",
+]
+
+MAGIC = b"BEOSTAT\0"
+VERSION = 1
+HEADER_SIZE = 256
+FIXED_SIZE = 512
+DEFAULT_SLOTS = 16
+DEFAULT_MAX_CPUS = 64
+DEFAULT_MAX_INTERFACES = 16
+#: Node number of slot 0: the master.
+FIRST_NODE = -1
+
+# Header flags.
+REPLACED = 0x1
+
+# Record states.
+EMPTY, UP, DOWN = 0, 1, 2
+STATE_NAMES = {EMPTY: "empty", UP: "up", DOWN: "down"}
+
+# Record sources.
+SENDSTATS, GMOND = 1, 2
+SOURCE_NAMES = {0: "-", SENDSTATS: "sendstats", GMOND: "gmond"}
+
+# Bits of a record's "valid" word: which parts hold data.
+V_CPUINFO, V_TICKS, V_MEMORY, V_LOAD, V_NET, V_ROOTFS, V_USAGE, V_RATES = (
+    1 << i for i in range(8))
+
+#: The file header.  Little-endian, no padding.
+HEADER = struct.Struct("<8sIIIIIIIIQdddi")
+H_FLAGS = 32
+H_GENERATION = 40
+H_LAST_REQUEST = 48
+H_HEARTBEAT = 64
+
+#: The fixed part of a record.  Little-endian, every field naturally aligned.
+FIXED = struct.Struct(
+    "<I"        # 0   seq (seqlock: odd while being written)
+    "B"         # 4   state
+    "B"         # 5   source
+    "H"         # 6   cpus stored
+    "i"         # 8   node
+    "I"         # 12  interval, ms
+    "d"         # 16  updated
+    "d"         # 24  first seen
+    "d"         # 32  sender time
+    "16s"       # 40  address
+    "16s"       # 56  boot id
+    "64s"       # 72  host name
+    "64s"       # 136 CPU model
+    "I"         # 200 sequence
+    "I"         # 204 packets
+    "I"         # 208 lost
+    "I"         # 212 valid
+    "I"         # 216 CPU count
+    "f"         # 220 MHz
+    "f"         # 224 CPU usage
+    "I"         # 228 interfaces stored
+    "8Q"        # 232 ticks
+    "7Q"        # 296 memory
+    "3f"        # 352 loads
+    "3I"        # 364 running, total, last pid
+    "4d"        # 376 rx, tx bytes/s; rx, tx packets/s
+    "6Q"        # 408 root fs
+    "I"         # 456 interfaces on the node
+    "I"         # 460 origin of the node number
+)
+F_STATE = 4
+F_UPDATED = 16
+F_MHZ = 220
+F_USAGE = 224
+F_TICKS = 232
+F_LOADS = 352
+F_RATES = 376
+CPU_ENTRY = struct.Struct("<f8I")
+INTERFACE_ENTRY = struct.Struct("<16s8Q")
+_SEQ = struct.Struct("<I")
+_ZERO16 = b"\0" * 16
+
+
+class LayoutError(Exception):
+    """
+    The file is not a version-1 beostat file, or its header is damaged.
+    """
+
+
+def defaultPath() -> str:
+    """
+    C{/var/shm/beostat} where C{/var/shm} exists (the original's place),
+    else C{/dev/shm/beostat}.
+    """
+    if os.path.isdir("/var/shm"):
+        return "/var/shm/beostat"
+    return "/dev/shm/beostat"
+
+
+def _packAddress(address: str) -> bytes:
+    if not address:
+        return _ZERO16
+    parsed = ipaddress.ip_address(address)
+    if isinstance(parsed, ipaddress.IPv4Address):
+        return b"\0" * 10 + b"\xff\xff" + parsed.packed
+    return parsed.packed
+
+
+def _unpackAddress(raw: bytes) -> str:
+    if raw == _ZERO16:
+        return ""
+    parsed = ipaddress.IPv6Address(raw)
+    if parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)
+
+
+def _packText(text: str, size: int) -> bytes:
+    raw = text.encode("utf-8", "replace")[: size - 1]
+    return raw.decode("utf-8", "ignore").encode("utf-8")
+
+
+def _unpackText(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+@attrs.define
+class Layout:
+    """
+    The geometry of one file: slots and the per-record limits.
+    """
+
+    slots: int
+    maxCpus: int
+    maxInterfaces: int
+
+    @property
+    def cpuOffset(self) -> int:
+        return FIXED_SIZE
+
+    @property
+    def interfaceOffset(self) -> int:
+        return (FIXED_SIZE + self.maxCpus * CPU_ENTRY.size + 7) & ~7
+
+    @property
+    def recordSize(self) -> int:
+        end = self.interfaceOffset + self.maxInterfaces * INTERFACE_ENTRY.size
+        return (end + 63) & ~63
+
+    @property
+    def fileSize(self) -> int:
+        return HEADER_SIZE + self.slots * self.recordSize
+
+    def recordOffset(self, node: int) -> int:
+        return HEADER_SIZE + (node - FIRST_NODE) * self.recordSize
+
+
+@attrs.define
+class NodeRecord:
+    """
+    Everything the file holds for one node.
+
+    @ivar node: the node number (-1: the master).
+    @ivar state: L{EMPTY}, L{UP} or L{DOWN}.
+    @ivar source: L{SENDSTATS} or L{GMOND}.
+    @ivar interval: the node's reporting interval, seconds.
+    @ivar updated: when recvstats last heard from it (recvstats' clock).
+    @ivar firstSeen: when recvstats first heard from it.
+    @ivar senderTime: the timestamp of its last message (its own clock).
+    @ivar address: its IP address.
+    @ivar cpuUsage: busy fraction of all its CPUs, or L{None}.
+    @ivar cpus: C{(usage or None, ticks)} per CPU, at most the file's limit.
+    @ivar ticks: the node's C{cpu} line of C{/proc/stat}.
+    @ivar rates: C{(rx, tx bytes/s, rx, tx packets/s)} or L{None}.
+    @ivar cpuCount: how many CPUs it has (may exceed C{len(cpus)}).
+    @ivar interfaceCount: how many interfaces it has (may exceed
+        C{len(interfaces)}).
+    @ivar origin: where its node number came from: 0 the sender, 1 the
+        host directory, 2 C{--ip-base}, 3 handed out by recvstats.
+    """
+
+    node: int
+    state: int = EMPTY
+    source: int = 0
+    interval: float = 0.0
+    updated: float = 0.0
+    firstSeen: float = 0.0
+    senderTime: float = 0.0
+    address: str = ""
+    bootId: bytes = _ZERO16
+    hostname: str = ""
+    model: str = ""
+    sequence: int = 0
+    packets: int = 0
+    lost: int = 0
+    cpuCount: int = 0
+    mhz: float | None = None
+    cpuUsage: float | None = None
+    ticks: CpuTicks | None = None
+    memory: Memory | None = None
+    load: Load | None = None
+    rates: tuple[float, float, float, float] | None = None
+    rootfs: FileSystem | None = None
+    cpus: list[tuple[float | None, CpuTicks]] = attrs.Factory(list)
+    interfaceCount: int = 0
+    interfaces: list[Interface] | None = None
+    origin: int = 0
+
+    def valid(self) -> int:
+        """
+        The record's valid bits.
+        """
+        bits = 0
+        for flag, value in ((V_CPUINFO, self.mhz), (V_TICKS, self.ticks),
+                            (V_MEMORY, self.memory), (V_LOAD, self.load),
+                            (V_NET, self.interfaces), (V_ROOTFS, self.rootfs),
+                            (V_USAGE, self.cpuUsage), (V_RATES, self.rates)):
+            if value is not None:
+                bits |= flag
+        return bits
+
+
+def _fixedValues(record: NodeRecord, seq: int, layout: Layout) -> tuple:
+    ticks = record.ticks.astuple() if record.ticks is not None else (0,) * 8
+    m = record.memory or Memory()
+    load = record.load or Load()
+    fs = record.rootfs or FileSystem()
+    rates = record.rates or (0.0, 0.0, 0.0, 0.0)
+    interfaces = record.interfaces or ()
+    return (
+        seq, record.state, record.source, min(len(record.cpus), layout.maxCpus), record.node,
+        min(0xFFFFFFFF, round(record.interval * 1000)), record.updated, record.firstSeen,
+        record.senderTime, _packAddress(record.address), record.bootId,
+        _packText(record.hostname, 64), _packText(record.model, 64),
+        record.sequence & 0xFFFFFFFF, record.packets & 0xFFFFFFFF, record.lost & 0xFFFFFFFF,
+        record.valid(), record.cpuCount, record.mhz or 0.0,
+        -1.0 if record.cpuUsage is None else record.cpuUsage,
+        min(len(interfaces), layout.maxInterfaces),
+        *(t & 0xFFFFFFFFFFFFFFFF for t in ticks),
+        m.total, m.free, m.available, m.buffers, m.cached, m.swapTotal, m.swapFree,
+        load.one, load.five, load.fifteen, load.running, load.total, load.lastPid,
+        *rates,
+        fs.blockSize, fs.blocks, fs.free, fs.available, fs.files, fs.freeFiles,
+        record.interfaceCount, record.origin,
+    )
+
+
+def _clamp64(value: int) -> int:
+    return min(max(value, 0), 0xFFFFFFFFFFFFFFFF)
+
+
+def parseRecord(data: bytes | memoryview, layout: Layout) -> NodeRecord:
+    """
+    A record from its bytes (a consistent copy: see L{ShmFile.read}).
+    """
+    v = FIXED.unpack_from(data, 0)
+    valid = v[16]
+    nCpus = min(v[3], layout.maxCpus)
+    nIfaces = min(v[20], layout.maxInterfaces)
+    cpus = []
+    for i in range(nCpus):
+        usage, *ticks = CPU_ENTRY.unpack_from(data, layout.cpuOffset + i * CPU_ENTRY.size)
+        cpus.append((None if usage < 0 else usage, CpuTicks(*ticks)))
+    interfaces = []
+    for i in range(nIfaces):
+        name, *counters = INTERFACE_ENTRY.unpack_from(
+            data, layout.interfaceOffset + i * INTERFACE_ENTRY.size)
+        interfaces.append(Interface(_unpackText(name), *counters))
+    return NodeRecord(
+        node=v[4], state=v[1], source=v[2], interval=v[5] / 1000, updated=v[6],
+        firstSeen=v[7], senderTime=v[8], address=_unpackAddress(v[9]), bootId=v[10],
+        hostname=_unpackText(v[11]), model=_unpackText(v[12]), sequence=v[13],
+        packets=v[14], lost=v[15], cpuCount=v[17],
+        mhz=v[18] if valid & V_CPUINFO else None,
+        cpuUsage=v[19] if valid & V_USAGE and v[19] >= 0 else None,
+        ticks=CpuTicks(*v[21:29]) if valid & V_TICKS else None,
+        memory=Memory(*v[29:36]) if valid & V_MEMORY else None,
+        load=Load(*v[36:42]) if valid & V_LOAD else None,
+        rates=tuple(v[42:46]) if valid & V_RATES else None,
+        rootfs=FileSystem(*v[46:52]) if valid & V_ROOTFS else None,
+        cpus=cpus, interfaceCount=v[52],
+        interfaces=interfaces if valid & V_NET else None, origin=v[53],
+    )
+
+
+def _readHeader(mm: mmap.mmap | bytes) -> tuple:
+    if len(mm) < HEADER_SIZE:
+        raise LayoutError("shorter than a header")
+    fields = HEADER.unpack_from(mm, 0)
+    magic, version, headerSize, recordSize, slots, maxCpus, maxIfaces = fields[:7]
+    if magic != MAGIC:
+        raise LayoutError("not a beostat file (bad magic)")
+    if version != VERSION or headerSize != HEADER_SIZE:
+        raise LayoutError(f"version {version}, header size {headerSize}: not understood")
+    layout = Layout(slots, maxCpus, maxIfaces)
+    if layout.recordSize != recordSize or len(mm) < layout.fileSize:
+        raise LayoutError("record size or file size does not match the header")
+    return fields
+
+
+class ShmFile:
+    """
+    A read-only mapping of the file, re-opened when the writer replaces it.
+    Single-threaded: use one per thread.
+
+    @ivar layout: the geometry of the current mapping.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path or defaultPath()
+        self._mm: mmap.mmap | None = None
+        self._open()
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size < HEADER_SIZE:
+                raise LayoutError(f"{self.path}: shorter than a header")
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        try:
+            fields = _readHeader(mm)
+        except LayoutError as e:
+            mm.close()
+            raise LayoutError(f"{self.path}: {e}") from None
+        if self._mm is not None:
+            self._mm.close()
+        self._mm = mm
+        self.layout = Layout(fields[4], fields[5], fields[6])
+
+    def close(self) -> None:
+        """
+        Unmap.
+        """
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+    def fresh(self) -> mmap.mmap:
+        """
+        The current mapping, re-opened first if the writer has replaced the
+        file.
+        """
+        mm = self._mm
+        if mm is None:
+            raise LayoutError("closed")
+        if _SEQ.unpack_from(mm, H_FLAGS)[0] & REPLACED:
+            self._open()
+            mm = self._mm
+        return mm
+
+    def header(self) -> dict:
+        """
+        The header's fields by name.
+        """
+        fields = HEADER.unpack_from(self.fresh(), 0)
+        names = ("magic", "version", "headerSize", "recordSize", "slots", "maxCpus",
+                 "maxInterfaces", "flags", "writerPid", "generation", "lastRequest",
+                 "created", "heartbeat", "firstNode")
+        return dict(zip(names, fields))
+
+    def nodes(self) -> range:
+        """
+        The node numbers the file has slots for.
+        """
+        self.fresh()
+        return range(FIRST_NODE, FIRST_NODE + self.layout.slots)
+
+    def consistent(self, node: int, read: Callable[[mmap.mmap, int], object],
+                   tries: int = 100000) -> object:
+        """
+        C{read(mapping, recordOffset)} under the record's seqlock: retried
+        until no write overlapped it.
+
+        @raise IndexError: the file has no slot for C{node}.
+        """
+        mm = self.fresh()
+        layout = self.layout
+        if not FIRST_NODE <= node < FIRST_NODE + layout.slots:
+            raise IndexError(node)
+        offset = layout.recordOffset(node)
+        unpack = _SEQ.unpack_from
+        for attempt in range(tries):
+            before = unpack(mm, offset)[0]
+            if before & 1:
+                if attempt > 100:
+                    time.sleep(0)
+                continue
+            value = read(mm, offset)
+            if unpack(mm, offset)[0] == before:
+                return value
+        raise TimeoutError(f"node {node}: record kept changing")
+
+    def read(self, node: int) -> NodeRecord:
+        """
+        A consistent copy of node C{node}'s record.
+        """
+        size = self.layout.recordSize
+        raw = self.consistent(node, lambda mm, off: mm[off:off + size])
+        return parseRecord(raw, self.layout)
+
+    def records(self) -> Iterator[NodeRecord]:
+        """
+        Every record that is not empty.
+        """
+        for node in self.nodes():
+            record = self.read(node)
+            if record.state != EMPTY:
+                yield record
+
+
+class ShmWriter:
+    """
+    The one writer of the file (recvstats).
+
+    @param path: the file.
+    @param slots: how many node slots to start with (the file grows).
+    @param maxCpus: per-CPU entries kept per record.
+    @param maxInterfaces: interface entries kept per record.
+    @param clock: C{time.time}, for the header's timestamps.
+    """
+
+    def __init__(self, path: str, slots: int = DEFAULT_SLOTS, maxCpus: int = DEFAULT_MAX_CPUS,
+                 maxInterfaces: int = DEFAULT_MAX_INTERFACES,
+                 clock: Callable[[], float] = time.time) -> None:
+        if slots < 1 or not 0 < maxCpus <= 0xFFFF or not 0 < maxInterfaces <= 0xFFFF:
+            raise ValueError("slots, maxCpus and maxInterfaces must be positive")
+        self.path = path
+        self.clock = clock
+        self.layout = Layout(slots, maxCpus, maxInterfaces)
+        self._mm: mmap.mmap | None = None
+        self.recovered: list[NodeRecord] = []
+
+    # -- opening and growing --------------------------------------------
+
+    def open(self) -> list[NodeRecord]:
+        """
+        Map the file: an existing file of the same record geometry is kept
+        with its records (so a restarted recvstats keeps the cluster's
+        state), anything else is replaced by a new, empty file.
+
+        @return: the records found in a kept file.
+        """
+        wanted = self.layout
+        try:
+            old = ShmFile(self.path)
+        except (OSError, LayoutError, ValueError):
+            old = None
+        if old is not None and (old.layout.maxCpus, old.layout.maxInterfaces) == (
+                wanted.maxCpus, wanted.maxInterfaces):
+            self.recovered = list(old.records())
+            slots = max(wanted.slots, old.layout.slots)
+            old.close()
+            if slots == old.layout.slots:
+                self._map(os.open(self.path, os.O_RDWR), Layout(slots, wanted.maxCpus,
+                                                                  wanted.maxInterfaces))
+                self._setHeaderField("<I", 36, os.getpid())
+                return self.recovered
+            self._replace(Layout(slots, wanted.maxCpus, wanted.maxInterfaces), self.recovered)
+            return self.recovered
+        if old is not None:
+            old.close()
+        self._replace(wanted, [])
+        return []
+
+    def _map(self, fd: int, layout: Layout) -> None:
+        try:
+            self._mm = mmap.mmap(fd, layout.fileSize, mmap.MAP_SHARED,
+                                 mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        self.layout = layout
+
+    def _replace(self, layout: Layout, records: list[NodeRecord],
+                 copyFrom: mmap.mmap | None = None, oldLayout: Layout | None = None) -> None:
+        """
+        Write a new file of C{layout} beside the old one, fill it, rename it
+        over the old one and flag the old mapping C{REPLACED}.
+        """
+        directory = os.path.dirname(os.path.abspath(self.path))
+        temporary = os.path.join(directory, f".{os.path.basename(self.path)}.{os.getpid()}.new")
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.fchmod(fd, 0o644)
+            os.ftruncate(fd, layout.fileSize)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temporary)
+            raise
+        old = self._mm
+        generation = 0
+        if old is not None:
+            generation = struct.unpack_from("<Q", old, H_GENERATION)[0] + 1
+        self._map(fd, layout)
+        mm = self._mm
+        now = self.clock()
+        lastRequest = 0.0
+        if old is not None:
+            lastRequest = struct.unpack_from("<d", old, H_LAST_REQUEST)[0]
+        mm[0:HEADER.size] = HEADER.pack(
+            MAGIC, VERSION, HEADER_SIZE, layout.recordSize, layout.slots, layout.maxCpus,
+            layout.maxInterfaces, 0, os.getpid(), generation, lastRequest, now, now, FIRST_NODE)
+        if copyFrom is not None and oldLayout is not None:
+            # Same record geometry: the records move over byte for byte.
+            mm[HEADER_SIZE:oldLayout.fileSize] = copyFrom[HEADER_SIZE:oldLayout.fileSize]
+        for record in records:
+            self.write(record)
+        os.rename(temporary, self.path)
+        if old is not None:
+            struct.pack_into("<I", old, H_FLAGS,
+                             struct.unpack_from("<I", old, H_FLAGS)[0] | REPLACED)
+            old.close()
+
+    def grow(self, slots: int) -> None:
+        """
+        Make room for C{slots} slots (the file only grows).
+        """
+        if slots <= self.layout.slots:
+            return
+        old = self.layout
+        self._replace(Layout(slots, old.maxCpus, old.maxInterfaces), [],
+                      copyFrom=self._mm, oldLayout=old)
+
+    def close(self) -> None:
+        """
+        Unmap; the file stays for readers.
+        """
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+    # -- writing ---------------------------------------------------------
+
+    def _setHeaderField(self, fmt: str, offset: int, value: object) -> None:
+        struct.pack_into(fmt, self._mm, offset, value)
+
+    def setLastRequest(self, when: float) -> None:
+        """
+        Record when recvstats last asked the nodes for updates.
+        """
+        self._setHeaderField("<d", H_LAST_REQUEST, when)
+
+    def heartbeat(self, when: float) -> None:
+        """
+        Record that recvstats is alive (readers may warn when this is old).
+        """
+        self._setHeaderField("<d", H_HEARTBEAT, when)
+
+    def write(self, record: NodeRecord) -> None:
+        """
+        Store C{record} in its node's slot, growing the file when the node
+        number is beyond it.  Readers never see a half-written record.
+        """
+        node = record.node
+        if node < FIRST_NODE:
+            raise ValueError(f"node {node} is below {FIRST_NODE}")
+        layout = self.layout
+        if node - FIRST_NODE >= layout.slots:
+            self.grow(max(node - FIRST_NODE + 1, layout.slots * 2))
+            layout = self.layout
+        mm = self._mm
+        offset = layout.recordOffset(node)
+        seq = _SEQ.unpack_from(mm, offset)[0]
+        if seq & 1:  # a writer died mid-record: start even again
+            seq += 1
+        _SEQ.pack_into(mm, offset, (seq + 1) & 0xFFFFFFFF)
+        FIXED.pack_into(mm, offset, *_fixedValues(record, (seq + 1) & 0xFFFFFFFF, layout))
+        cpus = record.cpus[:layout.maxCpus]
+        if cpus:
+            _cpuStruct(len(cpus)).pack_into(
+                mm, offset + layout.cpuOffset,
+                *[value for usage, ticks in cpus
+                  for value in (-1.0 if usage is None else usage,
+                                *(t & 0xFFFFFFFF for t in ticks.astuple()))])
+        interfaces = (record.interfaces or ())[:layout.maxInterfaces]
+        for i, interface in enumerate(interfaces):
+            INTERFACE_ENTRY.pack_into(
+                mm, offset + layout.interfaceOffset + i * INTERFACE_ENTRY.size,
+                _packText(interface.name, IFNAMSIZ), *map(_clamp64, interface.counters()))
+        _SEQ.pack_into(mm, offset, (seq + 2) & 0xFFFFFFFF)
+
+    def setState(self, node: int, state: int) -> None:
+        """
+        Change only a record's state (up/down), under its seqlock.
+        """
+        mm = self._mm
+        offset = self.layout.recordOffset(node)
+        seq = _SEQ.unpack_from(mm, offset)[0] | 1
+        _SEQ.pack_into(mm, offset, seq)
+        mm[offset + F_STATE] = state
+        _SEQ.pack_into(mm, offset, (seq + 1) & 0xFFFFFFFF)
+
+    def clear(self, node: int) -> None:
+        """
+        Empty a node's slot (the node was forgotten).
+        """
+        mm = self._mm
+        layout = self.layout
+        offset = layout.recordOffset(node)
+        seq = _SEQ.unpack_from(mm, offset)[0] | 1
+        _SEQ.pack_into(mm, offset, seq)
+        mm[offset + 4:offset + layout.recordSize] = bytes(layout.recordSize - 4)
+        _SEQ.pack_into(mm, offset, (seq + 1) & 0xFFFFFFFF)
+
+
+_cpuStructs: dict[int, struct.Struct] = {}
+
+
+def _cpuStruct(count: int) -> struct.Struct:
+    s = _cpuStructs.get(count)
+    if s is None:
+        s = _cpuStructs[count] = struct.Struct("<" + "f8I" * count)
+    return s
+
+
+assert HEADER.size == 76 and FIXED.size == 464, (HEADER.size, FIXED.size)

@@ -1,0 +1,3 @@
+"""
+Tests for recvstats, sendstats, the shared-memory file and its readers.
+"""

@@ -1,0 +1,545 @@
+"""
+Tests for recvstats' policy (L{sysmon.beostat.recv.Recvstats}) and
+sendstats' service (L{sysmon.beostat.send.SendstatsService}), on a fake
+reactor with a real shared-memory file.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from sysmon.beostat import procfs, shm, wire
+from sysmon.beostat.reader import Beostat
+from sysmon.beostat.recv import Recvstats, RecvstatsService, RecvstatsSettings
+from sysmon.beostat.records import CpuTicks, Interface
+from sysmon.beostat.send import SendstatsService, StatusBuilder
+from sysmon.directory.file import FileHostDirectory
+from sysmon.testing import FakeReactor, ProcTree
+
+from . import gmondcap
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BOOT = b"B" * 16
+
+
+class Wall:
+    """
+    A settable wall clock.
+    """
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    """
+    A L{Recvstats} on a fake reactor with a real file and a reader of it.
+    """
+
+    def __init__(self, case: SynchronousTestCase, **kw) -> None:
+        self.dir = case.mktemp()
+        os.makedirs(self.dir)
+        self.path = os.path.join(self.dir, "beostat")
+        self.reactor = FakeReactor()
+        self.wall = Wall()
+        self.sent: list[tuple[bytes, tuple]] = []
+        self.writer = shm.ShmWriter(self.path, slots=4, maxCpus=kw.pop("maxCpus", 8),
+                                    clock=self.wall)
+        self.writer.open()
+        self.recv = Recvstats(self.writer, self.reactor,
+                              lambda d, a: self.sent.append((d, a)), wallClock=self.wall, **kw)
+        self.reader = Beostat(self.path)
+        case.addCleanup(self.reader.close)
+        case.addCleanup(self.writer.close)
+
+    def deliver(self, datagrams, addr=("10.0.0.5", 3040)) -> None:
+        for d in datagrams:
+            self.recv.datagramReceived(d, addr)
+
+
+def tree(case: SynchronousTestCase) -> ProcTree:
+    return ProcTree.make(case.mktemp())
+
+
+def snapshot(t: ProcTree) -> procfs.Snapshot:
+    return procfs.readSnapshot(t.root, "/")
+
+
+class StatusTests(SynchronousTestCase):
+    """
+    Status messages become records.
+    """
+
+    def test_recordMatchesProc(self):
+        """
+        One report from a fixture /proc fills the node's record with the
+        fixture's values, in libbeostat units.
+        """
+        h = Harness(self)
+        t = tree(self)
+        snap = snapshot(t)
+        builder = StatusBuilder(3, BOOT, "n3", 1.0)
+        h.deliver(wire.encodeStatus(builder.build(snap, h.wall())))
+        record = h.writer and shm.ShmFile(h.path).read(3)
+        self.assertEqual(record.state, shm.UP)
+        self.assertEqual(record.hostname, "n3")
+        self.assertEqual(record.address, "10.0.0.5")
+        self.assertEqual(record.memory, snap.memory)
+        self.assertEqual(record.memory.total, 16315240 * 1024)
+        self.assertEqual(record.load, snap.load)
+        self.assertEqual(record.rootfs, snap.rootfs)
+        self.assertEqual(record.ticks, snap.cpuTotal)
+        self.assertEqual([ticks for _, ticks in record.cpus], list(snap.cpus))
+        self.assertEqual(record.interfaces, list(snap.interfaces))
+        self.assertEqual(record.cpuCount, 2)
+        self.assertEqual(h.reader.get_MHz(3), 2400.0)
+        self.assertEqual(h.reader.get_time(3), h.wall.now)
+        self.assertEqual(h.reader.get_loadavg(3).load, (0.25, 0.5, 0.75))
+
+    def test_cpuUsageFromDeltas(self):
+        """
+        CPU usage is the busy share of the ticks between two reports, per
+        CPU (sent as increments) and for the node.
+        """
+        h = Harness(self)
+        t = tree(self)
+        builder = StatusBuilder(1, BOOT, "n1", 1.0)
+        h.deliver(wire.encodeStatus(builder.build(snapshot(t), h.wall())))
+        # CPU 0: +30 user, +70 idle -> 0.3; CPU 1: +90 system, +10 idle -> 0.9
+        t.stat(cpus=((130, 0, 50, 1070, 5, 0, 1, 0), (120, 2, 130, 1000, 3, 0, 2, 0)))
+        h.wall.now += 1
+        message = builder.build(snapshot(t), h.wall())
+        self.assertNotEqual(message.cpus.base, 0)  # increments, not whole counters
+        h.deliver(wire.encodeStatus(message))
+        self.assertAlmostEqual(h.reader.get_cpu_percent(1, 0), 0.3, places=6)
+        self.assertAlmostEqual(h.reader.get_cpu_percent(1, 1), 0.9, places=6)
+        self.assertAlmostEqual(h.reader.get_cpu_percent(1), 120 / 200, places=6)
+        # counters accumulate from the increments
+        self.assertEqual(h.reader.get_stat_cpu(1, 1).system, 130)
+        self.assertEqual(h.reader.count_idle_cpus(0.5), 1)
+
+    def test_netRate(self):
+        """
+        The net rate is the byte counters' growth over the sender's clock.
+        """
+        h = Harness(self)
+        t = tree(self)
+        builder = StatusBuilder(1, BOOT, "n1", 1.0)
+        h.deliver(wire.encodeStatus(builder.build(snapshot(t), 100.0)))
+        self.assertRaises(Exception, h.reader.get_net_rate, 1)
+        t.netdev({"lo": {"rx_bytes": 1000, "rx_packets": 10, "tx_bytes": 1000,
+                         "tx_packets": 10},
+                  "eth0": {"rx_bytes": 123456789 + 4000, "rx_packets": 98765,
+                           "tx_bytes": 23456789 + 2000, "tx_packets": 45678, "rx_errs": 1,
+                           "tx_drop": 2}})
+        h.deliver(wire.encodeStatus(builder.build(snapshot(t), 102.0)))
+        self.assertEqual(h.reader.get_net_rate(1), 3000.0)
+
+    def test_lossCounted(self):
+        """
+        Gaps in the sender's sequence are counted as lost messages.
+        """
+        h = Harness(self)
+        builder = StatusBuilder(1, BOOT, "n1", 1.0)
+        snap = snapshot(tree(self))
+        h.deliver(wire.encodeStatus(builder.build(snap, 1.0)))
+        builder.build(snap, 2.0)
+        builder.build(snap, 3.0)
+        h.deliver(wire.encodeStatus(builder.build(snap, 4.0)))
+        record = shm.ShmFile(h.path).read(1)
+        self.assertEqual((record.packets, record.lost, record.sequence), (2, 2, 4))
+
+    def test_restartResetsDeltas(self):
+        """
+        A new boot id starts the node's deltas afresh (no usage from the
+        old boot's counters).
+        """
+        h = Harness(self)
+        snap = snapshot(tree(self))
+        h.deliver(wire.encodeStatus(StatusBuilder(1, BOOT, "n1", 1.0).build(snap, 1.0)))
+        h.deliver(wire.encodeStatus(StatusBuilder(1, b"C" * 16, "n1", 1.0).build(snap, 2.0)))
+        record = shm.ShmFile(h.path).read(1)
+        self.assertEqual(record.bootId, b"C" * 16)
+        self.assertIsNone(record.cpuUsage)
+
+    def test_partsAppliedAlone(self):
+        """
+        A node too big for one datagram arrives in parts; each part is
+        applied as it comes and together they fill the record.
+        """
+        h = Harness(self, maxCpus=64)
+        t = tree(self)
+        t.stat(cpus=[(10 ** 7 + i, 10 ** 5, 10 ** 6, 10 ** 9, 10 ** 5, 10 ** 4, 10 ** 5, 0)
+                     for i in range(128)])
+        t.netdev({f"eth{i}": {"rx_bytes": 10 ** 12 + i} for i in range(40)})
+        t.cpuinfo(mhz=[2400.0] * 128)
+        datagrams = wire.encodeStatus(StatusBuilder(9, BOOT, "big", 1.0).build(
+            snapshot(t), 1.0))
+        self.assertGreater(len(datagrams), 1)
+        h.deliver(datagrams[:1])
+        self.assertEqual(shm.ShmFile(h.path).read(9).cpuCount, 128)
+        h.deliver(datagrams[1:])
+        record = shm.ShmFile(h.path).read(9)
+        self.assertEqual(len(record.cpus), 64)  # the file keeps --max-cpus
+        self.assertEqual(record.cpus[63][1].user, 10 ** 7 + 63)
+        self.assertEqual(record.interfaceCount, 40)
+        self.assertEqual(len(record.interfaces), 16)
+        self.assertEqual(record.packets, len(datagrams))
+
+
+class StateTests(SynchronousTestCase):
+    """
+    Up, down and forgotten.
+    """
+
+    def test_downAfterFourIntervals(self):
+        """
+        A node is down once it has been silent for more than 4 of its
+        intervals, not before; its next report brings it back up.
+        """
+        h = Harness(self)
+        snap = snapshot(tree(self))
+        builder = StatusBuilder(2, BOOT, "n2", 2.0)
+        h.deliver(wire.encodeStatus(builder.build(snap, h.wall())))
+        h.wall.now += 8.0
+        h.recv.sweep()
+        self.assertEqual(h.reader.get_state(2), "up")
+        h.wall.now += 0.01
+        h.recv.sweep()
+        self.assertEqual(h.reader.get_state(2), "down")
+        self.assertEqual(h.reader.count_idle_cpus(99.0), 0)
+        h.deliver(wire.encodeStatus(builder.build(snap, h.wall())))
+        self.assertEqual(h.reader.get_state(2), "up")
+
+    def test_forget(self):
+        """
+        With C{forget}, a node silent that long loses its record.
+        """
+        h = Harness(self, forget=30.0)
+        h.deliver(wire.encodeStatus(StatusBuilder(2, BOOT, "n2", 1.0).build(
+            snapshot(tree(self)), 0.0)))
+        h.wall.now += 31
+        h.recv.sweep()
+        self.assertEqual(h.reader.nodes(), [])
+        self.assertNotIn(2, h.recv.nodes)
+
+    def test_heartbeat(self):
+        """
+        Each sweep stamps the header, so readers can tell recvstats lives.
+        """
+        h = Harness(self)
+        h.recv.sweep()
+        self.assertEqual(shm.ShmFile(h.path).header()["heartbeat"], h.wall.now)
+
+
+class NumberingTests(SynchronousTestCase):
+    """
+    Node numbers for senders that do not give one.
+    """
+
+    def send(self, h: Harness, node: int, address: str) -> None:
+        message = StatusBuilder(node, address.encode().ljust(16, b"\0")[:16], address,
+                                1.0).build(snapshot(self.t), h.wall())
+        h.deliver(wire.encodeStatus(message), (address, 3040))
+
+    def setUp(self):
+        self.t = tree(self)
+
+    def test_firstFree(self):
+        """
+        Without a directory or base, senders get the lowest free numbers,
+        and keep them.
+        """
+        h = Harness(self)
+        self.send(h, 0, "10.0.0.1")
+        self.send(h, -1, "10.0.0.7")
+        self.send(h, -1, "10.0.0.8")
+        self.send(h, -1, "10.0.0.7")
+        self.assertEqual(sorted(h.recv.nodes), [0, 1, 2])
+        self.assertEqual(h.recv.nodes[1].record.address, "10.0.0.7")
+        self.assertEqual(h.recv.nodes[1].record.packets, 2)
+
+    def test_claimedNumberMoves(self):
+        """
+        A sender that names a number recvstats had handed out wins it; the
+        other sender is given a new number on its next report.
+        """
+        h = Harness(self)
+        self.send(h, -1, "10.0.0.7")
+        self.send(h, 0, "10.0.0.1")
+        self.assertEqual(h.recv.nodes[0].record.address, "10.0.0.1")
+        self.send(h, -1, "10.0.0.7")
+        self.assertEqual(h.recv.nodes[1].record.address, "10.0.0.7")
+
+    def test_ipBase(self):
+        """
+        With C{ipBase}, the number is the address's offset from it.
+        """
+        h = Harness(self, ipBase="10.0.0.0")
+        self.send(h, -1, "10.0.1.4")
+        self.assertEqual(list(h.recv.nodes), [260])
+        self.assertGreaterEqual(shm.ShmFile(h.path).layout.slots, 262)
+
+    def test_directory(self):
+        """
+        The host directory's node number comes first.
+        """
+        hosts = self.mktemp()
+        with open(hosts, "w") as f:
+            f.write("n40 10.0.0.9 node=40\n")
+        h = Harness(self, directory=FileHostDirectory(hosts), ipBase="10.0.0.0")
+        self.send(h, -1, "10.0.0.9")
+        self.send(h, -1, "10.0.0.10")
+        self.assertEqual(sorted(h.recv.nodes), [10, 40])
+        self.assertEqual(h.recv.nodes[40].record.origin, 1)
+
+    def test_numbersSurviveRestart(self):
+        """
+        A restarted recvstats keeps the records and the numbers it handed
+        out (they are in the file).
+        """
+        h = Harness(self)
+        self.send(h, -1, "10.0.0.7")
+        self.send(h, -1, "10.0.0.8")
+        h.writer.close()
+        writer = shm.ShmWriter(h.path, slots=4, maxCpus=8)
+        self.assertEqual(len(writer.open()), 2)
+        self.addCleanup(writer.close)
+        again = Recvstats(writer, h.reactor, lambda d, a: None, wallClock=h.wall)
+        self.assertEqual(again.byAddress, {"10.0.0.7": 0, "10.0.0.8": 1})
+        h.writer, h.recv = writer, again
+        self.send(h, -1, "10.0.0.9")
+        self.assertEqual(again.byAddress["10.0.0.9"], 2)
+
+
+class SignatureTests(SynchronousTestCase):
+    """
+    With a key, only signed packets count.
+    """
+
+    def test_dropAndCount(self):
+        """
+        Unsigned and wrongly signed packets are dropped and counted; signed
+        ones are applied; malformed ones counted as bad.
+        """
+        h = Harness(self, key=b"secret")
+        message = StatusBuilder(5, BOOT, "n5", 1.0).build(snapshot(tree(self)), 1.0)
+        h.deliver(wire.encodeStatus(message))
+        h.deliver(wire.encodeStatus(message, key=b"wrong"))
+        h.deliver([b"garbage"])
+        self.assertEqual(h.recv.nodes, {})
+        h.deliver(wire.encodeStatus(message, key=b"secret"))
+        self.assertEqual(list(h.recv.nodes), [5])
+        self.assertEqual((h.recv.counters["unsigned"], h.recv.counters["bad_signature"],
+                          h.recv.counters["bad"], h.recv.counters["status"]), (1, 1, 1, 1))
+
+
+class RequestTests(SynchronousTestCase):
+    """
+    recvstats' requests to the nodes.
+    """
+
+    def test_requestUpdates(self):
+        """
+        An update request (and the set-rate, when a rate is configured) goes
+        to the group and to every unicast node; the header records when.
+        """
+        h = Harness(self, group=(wire.DEFAULT_GROUP, 3040), rate=2.0, key=b"k")
+        snap = snapshot(tree(self))
+        m = StatusBuilder(1, BOOT, "n1", 2.0).build(snap, h.wall())
+        h.deliver(wire.encodeStatus(m, key=b"k"), ("10.0.0.1", 40001))
+        h.sent.clear()
+        h.recv.requestUpdates()
+        sent = [(wire.decode(d, key=b"k"), a) for d, a in h.sent]
+        self.assertEqual(sorted((m.typeName, a) for m, a in sent), [
+            ("set-rate", ("10.0.0.1", 40001)), ("set-rate", (wire.DEFAULT_GROUP, 3040)),
+            ("update-request", ("10.0.0.1", 40001)),
+            ("update-request", (wire.DEFAULT_GROUP, 3040))])
+        self.assertEqual({m.interval for m, _ in sent if m.type == wire.SET_RATE}, {2.0})
+        self.assertEqual(h.reader.get_last_multicast(), h.wall.now)
+
+    def test_rateCorrection(self):
+        """
+        A node reporting at another rate than the configured one is asked
+        to change, at most every 10 s.
+        """
+        h = Harness(self, rate=0.5)
+        snap = snapshot(tree(self))
+        builder = StatusBuilder(4, BOOT, "n4", 1.0)
+        for _ in range(3):
+            h.deliver(wire.encodeStatus(builder.build(snap, h.wall())), ("10.0.0.4", 40004))
+        [(datagram, addr)] = h.sent
+        request = wire.decode(datagram)
+        self.assertEqual((request.type, request.node, request.interval, addr),
+                         (wire.SET_RATE, 4, 0.5, ("10.0.0.4", 40004)))
+        h.reactor.advance(10)
+        h.deliver(wire.encodeStatus(builder.build(snap, h.wall())), ("10.0.0.4", 40004))
+        self.assertEqual(len(h.sent), 2)
+
+
+class GmondTests(SynchronousTestCase):
+    """
+    gmond packets become records.
+    """
+
+    def test_capture(self):
+        """
+        A real gmond's packets (capture A) make one node, keyed by the
+        spoofed address, with gmond's values in libbeostat units.
+        """
+        from sysmon.beostat import gmond
+        h = Harness(self)
+        datagrams = gmondcap.capture("gmond_a")
+        host = gmond.GmondHost()
+        for data in datagrams:
+            h.recv.gmondReceived(data, ("127.0.0.1", 43597))
+            host.apply(gmond.decode(data))
+        view = host.view()
+        [node] = h.recv.nodes
+        record = shm.ShmFile(h.path).read(node)
+        self.assertEqual(record.source, shm.GMOND)
+        self.assertEqual(record.hostname, "probe-node-01")
+        self.assertEqual(record.address, "127.0.0.1")
+        self.assertEqual(record.load, view.load)
+        self.assertEqual(record.memory, view.memory)
+        self.assertAlmostEqual(record.cpuUsage, view.cpuUsage, places=6)
+        self.assertEqual(record.cpuCount, view.cpuCount)
+        self.assertEqual(h.recv.counters["gmond"], len(datagrams))
+        h.recv.gmondReceived(b"\0\0\0\x80junk", ("127.0.0.1", 1))
+        self.assertEqual(h.recv.counters["gmond_bad"], 1)
+
+
+class SendstatsTests(SynchronousTestCase):
+    """
+    The sendstats service on a fake reactor.
+    """
+
+    def service(self, **kw) -> tuple[SendstatsService, FakeReactor]:
+        reactor = FakeReactor()
+        t = tree(self)
+        kw.setdefault("masters", [])
+        service = SendstatsService(
+            kw.pop("masters"), interval=1.0, node=kw.pop("node", 3), reactor=reactor,
+            snapshot=lambda: defer.succeed(procfs.readSnapshot(t.root, "/")),
+            hostname="n3", boot=BOOT, wallClock=lambda: reactor.seconds() + 1e9, **kw)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service, reactor
+
+    def test_multicast(self):
+        """
+        Without masters, sendstats binds the group, joins it on the given
+        interface with the TTL, and reports to it every interval.
+        """
+        service, reactor = self.service(interfaceAddress="10.9.0.2", ttl=1)
+        [listen] = reactor.udp
+        self.assertTrue(listen.multicast)
+        self.assertEqual(listen.interface, wire.DEFAULT_GROUP)
+        port = listen.transport
+        self.assertEqual(port.groups, {(wire.DEFAULT_GROUP, "10.9.0.2")})
+        self.assertEqual((port.ttl, port.outgoingInterface), (1, "10.9.0.2"))
+        [(datagram, addr)] = port.pop()
+        self.assertEqual(addr, (wire.DEFAULT_GROUP, 3040))
+        message = wire.decode(datagram)
+        self.assertTrue(message.multicast)
+        self.assertEqual((message.node, message.hostname, message.interval), (3, "n3", 1.0))
+        reactor.advance(1.0)
+        self.assertEqual(len(port.pop()), 1)
+
+    def test_unicastToMasters(self):
+        """
+        With masters, each gets every report.
+        """
+        service, reactor = self.service(masters=[("10.0.0.1", 3040), ("10.0.0.2", 5545)])
+        port = reactor.udp[0].transport
+        self.assertFalse(reactor.udp[0].multicast)
+        self.assertEqual(sorted(a for _, a in port.pop()),
+                         [("10.0.0.1", 3040), ("10.0.0.2", 5545)])
+
+    def test_requests(self):
+        """
+        An update request makes an immediate report with whole counters; a
+        set-rate changes the interval; requests for another node are
+        ignored.
+        """
+        service, reactor = self.service()
+        port = reactor.udp[0].transport
+        port.pop()
+        reactor.advance(0.5)
+        now = reactor.seconds() + 1e9
+
+        def request(kind, node=-1, interval=0.0):
+            service.datagramReceived(wire.encode(wire.Message(
+                type=kind, node=node, timestamp=now, interval=interval)), ("10.0.0.1", 3040))
+
+        request(wire.UPDATE_REQUEST)
+        [(datagram, _)] = port.pop()
+        self.assertEqual(wire.decode(datagram).cpus.base, 0)
+        request(wire.SET_RATE, node=7, interval=0.25)
+        self.assertEqual(service.interval, 1.0)
+        request(wire.SET_RATE, node=3, interval=0.25)
+        self.assertEqual(service.interval, 0.25)
+        port.pop()
+        reactor.pump([0.25] * 4)
+        self.assertEqual(len(port.pop()), 4)
+        request(wire.SET_RATE, interval=0.001)
+        self.assertEqual(service.interval, 0.1)
+
+    def test_signedRequests(self):
+        """
+        With a key, reports are signed and only signed, fresh requests are
+        obeyed.
+        """
+        service, reactor = self.service(key=b"k")
+        port = reactor.udp[0].transport
+        [(datagram, _)] = port.pop()
+        self.assertTrue(wire.decode(datagram, key=b"k").signed)
+        now = reactor.seconds() + 1e9
+        for key, when in ((None, now), (b"bad", now), (b"k", now - 1000)):
+            data = wire.encode(wire.Message(type=wire.SET_RATE, timestamp=when,
+                                            interval=3.0), key=key)
+            service.datagramReceived(data, ("10.0.0.1", 3040))
+        self.assertEqual(service.interval, 1.0)
+        self.assertEqual((service.counters["bad"], service.counters["stale"]), (2, 1))
+        service.datagramReceived(wire.encode(wire.Message(
+            type=wire.SET_RATE, timestamp=now, interval=3.0), key=b"k"), ("10.0.0.1", 3040))
+        self.assertEqual(service.interval, 3.0)
+
+
+class ServiceTests(SynchronousTestCase):
+    """
+    The recvstats service's sockets and timers.
+    """
+
+    def test_sockets(self):
+        """
+        recvstats listens on the status port (joined to the group on the
+        interface) and the gmond port, asks for updates at start, and
+        releases everything at stop.
+        """
+        path = os.path.join(self.mktemp(), "beostat")
+        os.makedirs(os.path.dirname(path))
+        reactor = FakeReactor()
+        service = RecvstatsService(RecvstatsSettings(
+            shm=path, port=3040, interfaceAddress="10.9.0.1", gmondPort=8649,
+            masterInterval=0), reactor=reactor)
+        service.startService()
+        status, gmondListen = reactor.udp
+        self.assertTrue(status.multicast)
+        self.assertTrue(status.listenMultiple)
+        self.assertEqual(status.transport.groups, {(wire.DEFAULT_GROUP, "10.9.0.1")})
+        self.assertEqual(gmondListen.port, 8649)
+        [(datagram, addr)] = status.transport.pop()
+        self.assertEqual(wire.decode(datagram).type, wire.UPDATE_REQUEST)
+        self.assertEqual(addr, (wire.DEFAULT_GROUP, 3040))
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o644)
+        self.successResultOf(service.stopService())
+        self.assertFalse(status.transport.listening)
+        self.assertFalse(gmondListen.transport.listening)
+        self.assertEqual(reactor.getDelayedCalls(), [])
