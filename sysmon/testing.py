@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal as _signal
+import socket
 import subprocess
 import sys
 import time
@@ -299,9 +301,13 @@ class TwistdChild:
         self.process: subprocess.Popen | None = None
         case.addCleanup(self.stop)
 
-    def spawn(self, plugin: str, *args: str) -> subprocess.Popen:
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-                "--pidfile=", f"--logfile={self.logfile}", plugin, *args]
+    def spawn(self, plugin: str, *args: str, prefix: Sequence[str] = ()) -> subprocess.Popen:
+        """
+        Start C{twistd -n plugin args}, after C{prefix} (e.g.
+        L{Namespace.prefix}, which execs, so the pid stays twistd's).
+        """
+        argv = [*prefix, sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                "-n", "--pidfile=", f"--logfile={self.logfile}", plugin, *args]
         self.process = subprocess.Popen(argv, cwd=self.cwd, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         return self.process
@@ -341,6 +347,100 @@ class TwistdChild:
 
     def stop(self) -> None:
         stopProcess(self.process)
+
+
+def freePort() -> int:
+    """
+    A port number free for both UDP and TCP on 127.0.0.1 just now.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+        try:
+            t.bind(("127.0.0.1", port))
+        except OSError:
+            pass
+        return port
+
+
+_namespaces = itertools.count()
+
+
+def _inNamespace(name: str | None, argv: Sequence[str]) -> list[str]:
+    return ["ip", "netns", "exec", name, *argv] if name else list(argv)
+
+
+class Namespace:
+    """
+    A network namespace of the test's own joined by a veth pair: a test host
+    at C{remote} inside namespace C{name}, reaching the near end at
+    C{local} — in this namespace, or, with C{localNamespace}, in a second
+    namespace C{localName} so that both ends are isolated (multicast tests).
+    Removed at the end of the test; the test is skipped, with the reason,
+    where namespaces cannot be made (not root, no C{ip}).
+    """
+
+    def __init__(self, case: Any, local: str = "10.203.77.1", remote: str = "10.203.77.2",
+                 localNamespace: bool = False) -> None:
+        if os.geteuid() != 0:
+            raise case.skipTest("network namespaces need root")
+        if shutil.which("ip") is None:
+            raise case.skipTest("ip (iproute2) is not installed")
+        tag = f"{os.getpid() % 100000}{next(_namespaces)}"
+        self.name = f"sysmon-t{tag}"
+        self.localName = f"sysmon-l{tag}" if localNamespace else None
+        self.veth = f"vsm{tag}"
+        self.peer = self.veth + "p"
+        self.local, self.remote = local, remote
+        steps = [["ip", "netns", "add", self.name]]
+        if self.localName:
+            steps.append(["ip", "netns", "add", self.localName])
+        steps += [
+            ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", self.peer],
+            ["ip", "link", "set", self.peer, "netns", self.name],
+        ]
+        if self.localName:
+            steps.append(["ip", "link", "set", self.veth, "netns", self.localName])
+        for where, device, address in ((self.localName, self.veth, local),
+                                       (self.name, self.peer, remote)):
+            steps += [
+                _inNamespace(where, ["ip", "addr", "add", address + "/30", "dev", device]),
+                _inNamespace(where, ["ip", "link", "set", device, "up"]),
+            ]
+            if where:
+                steps.append(_inNamespace(where, ["ip", "link", "set", "lo", "up"]))
+        case.addCleanup(self.remove)
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise case.skipTest(
+                    f"cannot make a network namespace here: {done.stderr.strip()}")
+
+    def prefix(self, local: bool = False) -> list[str]:
+        """
+        The command prefix that runs a program in the far namespace (or in
+        the near one, with C{local}; empty when the near end is here).
+        """
+        return _inNamespace(self.localName if local else self.name, [])
+
+    def run(self, *argv: str, timeout: float = 30, cwd: str | None = None,
+            local: bool = False) -> subprocess.CompletedProcess:
+        """
+        Run a program in the far namespace (or the near one) to its end.
+        """
+        return subprocess.run(self.prefix(local) + list(argv), capture_output=True,
+                              text=True, timeout=timeout, cwd=cwd)
+
+    def remove(self) -> None:
+        """
+        Delete the pair and the namespaces (processes in them must be gone).
+        """
+        subprocess.run(_inNamespace(self.localName, ["ip", "link", "del", self.veth]),
+                       capture_output=True)
+        for name in (self.name, self.localName):
+            if name:
+                subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 # -- measuring real processes (benchmarks, soak tests) -------------------------

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import attrs
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -602,19 +603,24 @@ class RecvstatsService(service.Service):
             rate=s.rate, forget=s.forget, directory=self.directory, ipBase=s.ipBase,
             wallClock=self.wallClock)
         self.protocol.controller = self.controller
-        if s.group:
-            port = self.reactor.listenMulticast(s.port, self.protocol, interface=s.bind,
-                                                listenMultiple=True)
-            port.setTTL(s.ttl)
-            if s.interfaceAddress:
-                port.setOutgoingInterface(s.interfaceAddress)
-            port.joinGroup(s.group, s.interfaceAddress or "0.0.0.0")
-        else:
-            port = self.reactor.listenUDP(s.port, self.protocol, interface=s.bind)
-        self.ports.append(port)
-        if s.gmondPort is not None:
-            self.ports.append(self.reactor.listenUDP(s.gmondPort, GmondProtocol(self.controller),
-                                                     interface=s.bind))
+        try:
+            if s.group:
+                port = self.reactor.listenMulticast(s.port, self.protocol, interface=s.bind,
+                                                    listenMultiple=True)
+                port.setTTL(s.ttl)
+                if s.interfaceAddress:
+                    port.setOutgoingInterface(s.interfaceAddress)
+                port.joinGroup(s.group, s.interfaceAddress or "0.0.0.0")
+            else:
+                port = self.reactor.listenUDP(s.port, self.protocol, interface=s.bind)
+            self.ports.append(port)
+            if s.gmondPort is not None:
+                self.ports.append(self.reactor.listenUDP(
+                    s.gmondPort, GmondProtocol(self.controller), interface=s.bind))
+        except CannotListenError as e:
+            self.log.error("recvstats cannot listen on {where}:{port}: {reason}",
+                           where=e.interface or "*", port=e.port, reason=e.socketError)
+            raise SystemExit(1)
         self.log.info("recvstats on port {port}{group}, shared memory {path} ({nodes} nodes "
                       "kept from before)", port=port.getHost().port,
                       group=f", group {s.group} on {s.interfaceAddress or 'any interface'}"

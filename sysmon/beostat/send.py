@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.abstract import isIPAddress
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -182,6 +183,15 @@ class SendstatsService(service.Service):
 
     def privilegedStartService(self) -> None:
         protocol = _SendstatsProtocol(self)
+        try:
+            self._listen(protocol)
+        except CannotListenError as e:
+            self.log.error("sendstats cannot listen on {where}:{port}: {reason}",
+                           where=e.interface or "*", port=e.port, reason=e.socketError)
+            raise SystemExit(1)
+        service.Service.privilegedStartService(self)
+
+    def _listen(self, protocol: DatagramProtocol) -> None:
         if self.multicast:
             # Bound to the group: receives the masters' requests and nothing
             # addressed to this host's own recvstats, if it runs one.
@@ -194,7 +204,6 @@ class SendstatsService(service.Service):
             self.port_.joinGroup(self.group, self.interfaceAddress or "0.0.0.0")
         else:
             self.port_ = self.reactor.listenUDP(0, protocol)
-        service.Service.privilegedStartService(self)
 
     def startService(self) -> None:
         if self.port_ is None:

@@ -15,22 +15,10 @@ import time
 from sysmon.rpc import message as m
 from sysmon.rpc.xdr import Packer, Unpacker
 from sysmon.statd import nsm
-from sysmon.testing import TwistdChild, stopProcess
+from sysmon.testing import Namespace, TwistdChild, freePort, stopProcess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TWISTD = "from twisted.scripts.twistd import run; run()"
-
-
-def freePort() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
-            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-        u.bind(("127.0.0.1", 0))
-        port = u.getsockname()[1]
-        try:
-            t.bind(("127.0.0.1", port))
-        except OSError:
-            pass
-        return port
 
 
 def rpcCall(port: int, proc: int, args: bytes = b"", prog: int = nsm.PROG, vers: int = nsm.VERS,
@@ -122,38 +110,3 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-class Namespace:
-    """
-    A network namespace joined to this one by a veth pair: a test host of
-    our own at C{remote}, reaching us at C{local}.
-    """
-
-    def __init__(self, case, local: str = "10.203.77.1", remote: str = "10.203.77.2") -> None:  # type: ignore[no-untyped-def]
-        need(case, "ip")
-        self.name = f"sysmon-t{os.getpid()}"
-        self.veth = f"vsm{os.getpid() % 100000}"
-        self.local, self.remote = local, remote
-        steps = [
-            ["ip", "netns", "add", self.name],
-            ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", self.veth + "p"],
-            ["ip", "link", "set", self.veth + "p", "netns", self.name],
-            ["ip", "addr", "add", local + "/30", "dev", self.veth],
-            ["ip", "link", "set", self.veth, "up"],
-            ["ip", "netns", "exec", self.name, "ip", "addr", "add", remote + "/30", "dev",
-             self.veth + "p"],
-            ["ip", "netns", "exec", self.name, "ip", "link", "set", self.veth + "p", "up"],
-            ["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"],
-        ]
-        case.addCleanup(self.remove)
-        for step in steps:
-            done = subprocess.run(step, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise case.skipTest(f"cannot make a network namespace here: {done.stderr.strip()}")
-
-    def run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True,
-                              text=True, timeout=timeout, cwd=ROOT)
-
-    def remove(self) -> None:
-        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)

@@ -278,7 +278,7 @@ class RemoteCallerTests(SynchronousTestCase):
             "mon = nsm.Mon(nsm.MonId(b'victim', nsm.MyId(b'me', 100021, 3, 16)), b'P' * 16)\n"
             "print(call(nsm.MON, mon.pack(Packer()).bytes()), call(nsm.STAT, Packer().string(b'h').bytes()))\n"
         )
-        done = ns.run(sys.executable, "-c", script)
+        done = ns.run(sys.executable, "-c", script, cwd=ROOT)
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(done.stdout.split(), [str(nsm.STAT_FAIL), str(nsm.STAT_SUCC)])
         self.assertEqual(readStatus(path)[1], [])
