@@ -49,6 +49,9 @@ class NodeState:
     What recvstats keeps for one node beyond its published record.
 
     @ivar cpus: per-CPU tick counters as last known (cumulative).
+    @ivar cpuSequences: per CPU, the sequence of the message its counters
+        are current with, or L{None} when they are not known to be (after
+        a missed message, or as recovered from the file: 32 bits only).
     @ivar interfaces: the node's interfaces by position.
     @ivar lastNet: C{name -> (counters, sender time)} for rates.
     @ivar netRates: C{name -> (rx, tx, rx packets, tx packets per second)}.
@@ -60,6 +63,7 @@ class NodeState:
     multicast: bool = False
     cpus: list[CpuTicks | None] = attrs.Factory(list)
     cpuUsages: list[float | None] = attrs.Factory(list)
+    cpuSequences: list[int | None] = attrs.Factory(list)
     interfaces: list[Interface | None] = attrs.Factory(list)
     lastNet: dict[str, tuple[tuple[int, ...], float]] = attrs.Factory(dict)
     netRates: dict[str, tuple[float, float, float, float]] = attrs.Factory(dict)
@@ -120,6 +124,7 @@ class Recvstats:
             self.byAddress[self._addressKey(record)] = record.node
             self._handedOut.add(record.node)
         state.cpus = [ticks for _, ticks in record.cpus]
+        state.cpuSequences = [None] * len(state.cpus)
         state.cpuUsages = [usage for usage, _ in record.cpus]
         state.interfaces = list(record.interfaces or ())
         self.nodes[record.node] = state
@@ -290,7 +295,7 @@ class Recvstats:
                 self.log.info("node {node} ({peer}) restarted", node=node, peer=addr[0])
             record.bootId = message.bootId
             record.ticks = None
-            state.cpus, state.cpuUsages = [], []
+            state.cpus, state.cpuUsages, state.cpuSequences = [], [], []
             state.lastNet.clear()
             state.netRates.clear()
         elif message.sequence != record.sequence:
@@ -318,7 +323,7 @@ class Recvstats:
                     record.cpuUsage = usage
             record.ticks = message.cpuTotal
         if message.cpus is not None:
-            self._applyCpus(state, message.cpus)
+            self._applyCpus(state, message.cpus, message.sequence)
         if message.memory is not None:
             record.memory = message.memory
         if message.load is not None:
@@ -332,26 +337,39 @@ class Recvstats:
                 abs(message.interval - self.rate) > 1e-3:
             self._correctRate(state)
 
-    def _applyCpus(self, state: NodeState, block: wire.CpuBlock) -> None:
+    def _applyCpus(self, state: NodeState, block: wire.CpuBlock, sequence: int) -> None:
+        """
+        Per-CPU rows, whole or increments (docs/beostat-wire.md, "CPU
+        counters"): increments from a message this receiver missed give the
+        usage but leave that CPU's counters unknown until the next whole
+        ones, which are then not compared with stale counters.
+        """
         record = state.record
-        if len(state.cpus) != block.total:
+        if not len(state.cpus) == len(state.cpuSequences) == block.total:
             state.cpus = (state.cpus + [None] * block.total)[:block.total]
             state.cpuUsages = (state.cpuUsages + [None] * block.total)[:block.total]
+            state.cpuSequences = (state.cpuSequences + [None] * block.total)[:block.total]
         if not record.cpuCount:
             record.cpuCount = block.total
         for index, ticks in enumerate(block.ticks, block.first):
+            current = state.cpuSequences[index] is not None
             known = state.cpus[index]
             if block.base == 0:
-                if known is not None:
+                if current and known is not None:
                     usage = cpuUsage(ticks - known)
                     if usage is not None:
                         state.cpuUsages[index] = usage
                 state.cpus[index] = ticks
+                state.cpuSequences[index] = sequence
             else:
                 usage = cpuUsage(ticks)
                 if usage is not None:
                     state.cpuUsages[index] = usage
-                state.cpus[index] = ticks if known is None else known + ticks
+                if current and state.cpuSequences[index] == block.base and known is not None:
+                    state.cpus[index] = known + ticks
+                    state.cpuSequences[index] = sequence
+                else:
+                    state.cpuSequences[index] = None  # counters unknown till whole ones
         keep = min(block.total, self.writer.layout.maxCpus)
         record.cpus = [(state.cpuUsages[i], state.cpus[i] or CpuTicks()) for i in range(keep)]
 
@@ -597,6 +615,9 @@ class RecvstatsService(service.Service):
         self.writer = shm.ShmWriter(s.shm, slots=s.slots, maxCpus=s.maxCpus,
                                     maxInterfaces=s.maxInterfaces, clock=self.wallClock)
         recovered = self.writer.open()
+        if self.writer.damaged:
+            self.log.warn("{path}: records of nodes {nodes} were left half-written by an earlier "
+                          "writer and are emptied", path=s.shm, nodes=self.writer.damaged)
         group = (s.group, s.port) if s.group else None
         self.controller = Recvstats(
             self.writer, self.reactor, self.protocol.send, key=s.key, group=group,

@@ -265,24 +265,38 @@ def _fixedValues(record: NodeRecord, seq: int, layout: Layout) -> tuple:
     interfaces = record.interfaces or ()
     return (
         seq, record.state, record.source, min(len(record.cpus), layout.maxCpus), record.node,
-        min(0xFFFFFFFF, round(record.interval * 1000)), record.updated, record.firstSeen,
+        _u32(round(record.interval * 1000)), record.updated, record.firstSeen,
         record.senderTime, _packAddress(record.address), record.bootId,
         _packText(record.hostname, 64), _packText(record.model, 64),
         record.sequence & 0xFFFFFFFF, record.packets & 0xFFFFFFFF, record.lost & 0xFFFFFFFF,
-        record.valid(), record.cpuCount, record.mhz or 0.0,
-        -1.0 if record.cpuUsage is None else record.cpuUsage,
+        record.valid(), _u32(record.cpuCount), _f32(record.mhz or 0.0),
+        -1.0 if record.cpuUsage is None else _f32(record.cpuUsage),
         min(len(interfaces), layout.maxInterfaces),
         *(t & 0xFFFFFFFFFFFFFFFF for t in ticks),
-        m.total, m.free, m.available, m.buffers, m.cached, m.swapTotal, m.swapFree,
-        load.one, load.five, load.fifteen, load.running, load.total, load.lastPid,
+        *map(_clamp64, (m.total, m.free, m.available, m.buffers, m.cached, m.swapTotal,
+                        m.swapFree)),
+        _f32(load.one), _f32(load.five), _f32(load.fifteen),
+        _u32(load.running), _u32(load.total), _u32(load.lastPid),
         *rates,
-        fs.blockSize, fs.blocks, fs.free, fs.available, fs.files, fs.freeFiles,
-        record.interfaceCount, record.origin,
+        *map(_clamp64, (fs.blockSize, fs.blocks, fs.free, fs.available, fs.files,
+                        fs.freeFiles)),
+        _u32(record.interfaceCount), record.origin,
     )
 
 
 def _clamp64(value: int) -> int:
-    return min(max(value, 0), 0xFFFFFFFFFFFFFFFF)
+    return min(max(int(value), 0), 0xFFFFFFFFFFFFFFFF)
+
+
+def _u32(value: int) -> int:
+    return min(max(int(value), 0), 0xFFFFFFFF)
+
+
+_F32_MAX = 3.4028234663852886e38
+
+
+def _f32(value: float) -> float:
+    return min(max(value, -_F32_MAX), _F32_MAX) if value == value else 0.0
 
 
 def parseRecord(data: bytes | memoryview, layout: Layout) -> NodeRecord:
@@ -429,20 +443,30 @@ class ShmFile:
                 return value
         raise TimeoutError(f"node {node}: record kept changing")
 
-    def read(self, node: int) -> NodeRecord:
+    def read(self, node: int, tries: int = 100000) -> NodeRecord:
         """
         A consistent copy of node C{node}'s record.
         """
         size = self.layout.recordSize
-        raw = self.consistent(node, lambda mm, off: mm[off:off + size])
+        raw = self.consistent(node, lambda mm, off: mm[off:off + size], tries)
         return parseRecord(raw, self.layout)
 
-    def records(self) -> Iterator[NodeRecord]:
+    def records(self, damaged: list[int] | None = None) -> Iterator[NodeRecord]:
         """
         Every record that is not empty.
+
+        @param damaged: when given, records that stay locked (a writer died
+            in the middle of one) are skipped and their node numbers added
+            to it, instead of raising L{TimeoutError}.
         """
         for node in self.nodes():
-            record = self.read(node)
+            try:
+                record = self.read(node, tries=100000 if damaged is None else 1000)
+            except TimeoutError:
+                if damaged is None:
+                    raise
+                damaged.append(node)
+                continue
             if record.state != EMPTY:
                 yield record
 
@@ -468,6 +492,7 @@ class ShmWriter:
         self.layout = Layout(slots, maxCpus, maxInterfaces)
         self._mm: mmap.mmap | None = None
         self.recovered: list[NodeRecord] = []
+        self.damaged: list[int] = []
 
     # -- opening and growing --------------------------------------------
 
@@ -476,6 +501,9 @@ class ShmWriter:
         Map the file: an existing file of the same record geometry is kept
         with its records (so a restarted recvstats keeps the cluster's
         state), anything else is replaced by a new, empty file.
+
+        Records left locked by a writer that died in the middle of one are
+        emptied and listed in C{damaged}.
 
         @return: the records found in a kept file.
         """
@@ -486,13 +514,17 @@ class ShmWriter:
             old = None
         if old is not None and (old.layout.maxCpus, old.layout.maxInterfaces) == (
                 wanted.maxCpus, wanted.maxInterfaces):
-            self.recovered = list(old.records())
+            damaged: list[int] = []
+            self.recovered = list(old.records(damaged))
+            self.damaged = damaged
             slots = max(wanted.slots, old.layout.slots)
             old.close()
             if slots == old.layout.slots:
                 self._map(os.open(self.path, os.O_RDWR), Layout(slots, wanted.maxCpus,
                                                                   wanted.maxInterfaces))
                 self._setHeaderField("<I", 36, os.getpid())
+                for node in damaged:
+                    self.clear(node)
                 return self.recovered
             self._replace(Layout(slots, wanted.maxCpus, wanted.maxInterfaces), self.recovered)
             return self.recovered
@@ -526,15 +558,20 @@ class ShmWriter:
             os.unlink(temporary)
             raise
         old = self._mm
+        # A file left by an earlier recvstats is flagged too, so that its
+        # readers re-open the path.
+        previous = _openPrevious(self.path) if old is None else None
         generation = 0
+        lastRequest = 0.0
         if old is not None:
             generation = struct.unpack_from("<Q", old, H_GENERATION)[0] + 1
+            lastRequest = struct.unpack_from("<d", old, H_LAST_REQUEST)[0]
+        elif previous is not None:
+            generation = previous[1] + 1
+            lastRequest = previous[2]
         self._map(fd, layout)
         mm = self._mm
         now = self.clock()
-        lastRequest = 0.0
-        if old is not None:
-            lastRequest = struct.unpack_from("<d", old, H_LAST_REQUEST)[0]
         mm[0:HEADER.size] = HEADER.pack(
             MAGIC, VERSION, HEADER_SIZE, layout.recordSize, layout.slots, layout.maxCpus,
             layout.maxInterfaces, 0, os.getpid(), generation, lastRequest, now, now, FIRST_NODE)
@@ -545,9 +582,15 @@ class ShmWriter:
             self.write(record)
         os.rename(temporary, self.path)
         if old is not None:
-            struct.pack_into("<I", old, H_FLAGS,
-                             struct.unpack_from("<I", old, H_FLAGS)[0] | REPLACED)
+            flags = struct.unpack_from("<I", old, H_FLAGS)[0] | REPLACED
+            old[H_FLAGS:H_FLAGS + 4] = struct.pack("<I", flags)
             old.close()
+        elif previous is not None:
+            fd, _, _, flags = previous
+            try:
+                os.pwrite(fd, struct.pack("<I", flags | REPLACED), H_FLAGS)
+            finally:
+                os.close(fd)
 
     def grow(self, slots: int) -> None:
         """
@@ -570,7 +613,8 @@ class ShmWriter:
     # -- writing ---------------------------------------------------------
 
     def _setHeaderField(self, fmt: str, offset: int, value: object) -> None:
-        struct.pack_into(fmt, self._mm, offset, value)
+        raw = struct.pack(fmt, value)
+        self._mm[offset:offset + len(raw)] = raw
 
     def setLastRequest(self, when: float) -> None:
         """
@@ -584,6 +628,41 @@ class ShmWriter:
         """
         self._setHeaderField("<d", H_HEARTBEAT, when)
 
+    def _image(self, record: NodeRecord, layout: Layout) -> bytearray:
+        """
+        The record's bytes (its seq field left 0), built apart from the
+        mapping so that nothing can fail half-way through a locked write.
+        """
+        image = bytearray(layout.recordSize)
+        FIXED.pack_into(image, 0, *_fixedValues(record, 0, layout))
+        cpus = record.cpus[:layout.maxCpus]
+        if cpus:
+            _cpuStruct(len(cpus)).pack_into(
+                image, layout.cpuOffset,
+                *[value for usage, ticks in cpus
+                  for value in (-1.0 if usage is None else _f32(usage),
+                                *(t & 0xFFFFFFFF for t in ticks.astuple()))])
+        interfaces = (record.interfaces or ())[:layout.maxInterfaces]
+        for i, interface in enumerate(interfaces):
+            INTERFACE_ENTRY.pack_into(
+                image, layout.interfaceOffset + i * INTERFACE_ENTRY.size,
+                _packText(interface.name, IFNAMSIZ), *map(_clamp64, interface.counters()))
+        return image
+
+    def _locked(self, offset: int, size: int, body: bytes | bytearray) -> None:
+        """
+        Replace C{size - 4} bytes after a record's seq under its seqlock.
+        (Slice assignment copies; C{struct.pack_into} would first zero its
+        target, making the seq even for a moment.)
+        """
+        mm = self._mm
+        seq = _SEQ.unpack_from(mm, offset)[0]
+        if seq & 1:  # a writer died mid-record: start even again
+            seq += 1
+        mm[offset:offset + 4] = _SEQ.pack((seq + 1) & 0xFFFFFFFF)
+        mm[offset + 4:offset + size] = body
+        mm[offset:offset + 4] = _SEQ.pack((seq + 2) & 0xFFFFFFFF)
+
     def write(self, record: NodeRecord) -> None:
         """
         Store C{record} in its node's slot, growing the file when the node
@@ -593,52 +672,56 @@ class ShmWriter:
         if node < FIRST_NODE:
             raise ValueError(f"node {node} is below {FIRST_NODE}")
         layout = self.layout
+        image = self._image(record, layout)
         if node - FIRST_NODE >= layout.slots:
             self.grow(max(node - FIRST_NODE + 1, layout.slots * 2))
             layout = self.layout
-        mm = self._mm
-        offset = layout.recordOffset(node)
-        seq = _SEQ.unpack_from(mm, offset)[0]
-        if seq & 1:  # a writer died mid-record: start even again
-            seq += 1
-        _SEQ.pack_into(mm, offset, (seq + 1) & 0xFFFFFFFF)
-        FIXED.pack_into(mm, offset, *_fixedValues(record, (seq + 1) & 0xFFFFFFFF, layout))
-        cpus = record.cpus[:layout.maxCpus]
-        if cpus:
-            _cpuStruct(len(cpus)).pack_into(
-                mm, offset + layout.cpuOffset,
-                *[value for usage, ticks in cpus
-                  for value in (-1.0 if usage is None else usage,
-                                *(t & 0xFFFFFFFF for t in ticks.astuple()))])
-        interfaces = (record.interfaces or ())[:layout.maxInterfaces]
-        for i, interface in enumerate(interfaces):
-            INTERFACE_ENTRY.pack_into(
-                mm, offset + layout.interfaceOffset + i * INTERFACE_ENTRY.size,
-                _packText(interface.name, IFNAMSIZ), *map(_clamp64, interface.counters()))
-        _SEQ.pack_into(mm, offset, (seq + 2) & 0xFFFFFFFF)
+        self._locked(layout.recordOffset(node), layout.recordSize, memoryview(image)[4:])
 
     def setState(self, node: int, state: int) -> None:
         """
         Change only a record's state (up/down), under its seqlock.
         """
         mm = self._mm
-        offset = self.layout.recordOffset(node)
+        offset = self._slot(node)
         seq = _SEQ.unpack_from(mm, offset)[0] | 1
-        _SEQ.pack_into(mm, offset, seq)
+        mm[offset:offset + 4] = _SEQ.pack(seq)
         mm[offset + F_STATE] = state
-        _SEQ.pack_into(mm, offset, (seq + 1) & 0xFFFFFFFF)
+        mm[offset:offset + 4] = _SEQ.pack((seq + 1) & 0xFFFFFFFF)
 
     def clear(self, node: int) -> None:
         """
         Empty a node's slot (the node was forgotten).
         """
-        mm = self._mm
         layout = self.layout
-        offset = layout.recordOffset(node)
-        seq = _SEQ.unpack_from(mm, offset)[0] | 1
-        _SEQ.pack_into(mm, offset, seq)
-        mm[offset + 4:offset + layout.recordSize] = bytes(layout.recordSize - 4)
-        _SEQ.pack_into(mm, offset, (seq + 1) & 0xFFFFFFFF)
+        self._locked(self._slot(node), layout.recordSize, bytes(layout.recordSize - 4))
+
+    def _slot(self, node: int) -> int:
+        """
+        The offset of node C{node}'s record.
+
+        @raise IndexError: the file has no slot for it.
+        """
+        if not FIRST_NODE <= node < FIRST_NODE + self.layout.slots:
+            raise IndexError(f"node {node}: no such slot")
+        return self.layout.recordOffset(node)
+
+
+def _openPrevious(path: str) -> tuple[int, int, float, int] | None:
+    """
+    An existing beostat file at C{path}, opened for writing its flags:
+    C{(fd, generation, lastRequest, flags)}, or L{None}.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    header = os.pread(fd, HEADER.size, 0)
+    if len(header) < HEADER.size or header[:8] != MAGIC:
+        os.close(fd)
+        return None
+    fields = HEADER.unpack(header)
+    return fd, fields[9], fields[10], fields[7]
 
 
 _cpuStructs: dict[int, struct.Struct] = {}

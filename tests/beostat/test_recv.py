@@ -124,6 +124,59 @@ class StatusTests(SynchronousTestCase):
         self.assertEqual(h.reader.get_stat_cpu(1, 1).system, 130)
         self.assertEqual(h.reader.count_idle_cpus(0.5), 1)
 
+    def test_missedBase(self):
+        """
+        Increments from a message recvstats missed give the usage but not
+        the counters: they are not added to older counters, and the next
+        whole counters are not compared with stale ones.
+        """
+        h = Harness(self)
+        t = tree(self)
+        builder = StatusBuilder(1, BOOT, "n1", 1.0)
+        h.deliver(wire.encodeStatus(builder.build(snapshot(t), 1.0)))      # whole, seq 1
+        t.stat(cpus=((150, 0, 50, 1050, 5, 0, 1, 0), (120, 2, 40, 1090, 3, 0, 2, 0)))
+        builder.build(snapshot(t), 2.0)                                     # seq 2: lost
+        t.stat(cpus=((200, 0, 50, 1100, 5, 0, 1, 0), (120, 2, 40, 1190, 3, 0, 2, 0)))
+        h.deliver(wire.encodeStatus(builder.build(snapshot(t), 3.0)))      # base 2
+        self.assertAlmostEqual(h.reader.get_cpu_percent(1, 0), 0.5, places=6)
+        self.assertEqual(h.reader.get_stat_cpu(1, 0).user, 100)  # not 100 + 50
+        full = builder.build(snapshot(t), 4.0, full=True)
+        h.deliver(wire.encodeStatus(full))
+        self.assertEqual(h.reader.get_stat_cpu(1, 0).user, 200)
+        self.assertAlmostEqual(h.reader.get_cpu_percent(1, 0), 0.5, places=6)  # kept
+
+    def test_startedMidStream(self):
+        """
+        Increments seen before any whole counters are not taken as counters.
+        """
+        h = Harness(self)
+        t = tree(self)
+        builder = StatusBuilder(1, BOOT, "n1", 1.0)
+        builder.build(snapshot(t), 1.0)                                     # before recvstats
+        t.stat(cpus=((130, 0, 50, 1070, 5, 0, 1, 0), (120, 2, 40, 1090, 3, 0, 2, 0)))
+        h.deliver(wire.encodeStatus(builder.build(snapshot(t), 2.0)))
+        self.assertAlmostEqual(h.reader.get_cpu_percent(1, 0), 0.3, places=6)
+        self.assertEqual(h.reader.get_stat_cpu(1, 0).user, 0)
+        t.stat(cpus=((130, 0, 50, 1170, 5, 0, 1, 0), (120, 2, 40, 1190, 3, 0, 2, 0)))
+        h.deliver(wire.encodeStatus(builder.build(snapshot(t), 3.0, full=True)))
+        self.assertEqual(h.reader.get_stat_cpu(1, 0).user, 130)
+        # not the average since boot (from counters it never had): kept
+        self.assertAlmostEqual(h.reader.get_cpu_percent(1, 0), 0.3, places=6)
+
+    def test_outOfRangeValues(self):
+        """
+        Values a sender may send but the file cannot hold (a load's
+        counts beyond 32 bits) are clamped; the record stays readable.
+        """
+        from sysmon.beostat.records import Load
+        h = Harness(self)
+        message = StatusBuilder(1, BOOT, "n1", 1.0).build(snapshot(tree(self)), 1.0)
+        import attrs
+        message = attrs.evolve(message, load=Load(1.0, 2.0, 3.0, 2 ** 40, 2 ** 63, 2 ** 33))
+        h.deliver(wire.encodeStatus(message))
+        self.assertEqual(h.reader.get_loadavg(1)[1:], (2 ** 32 - 1,) * 3)
+        self.assertEqual(h.recv.counters["errors"], 0)
+
     def test_netRate(self):
         """
         The net rate is the byte counters' growth over the sender's clock.
