@@ -431,15 +431,16 @@ class ShmFile:
         if not FIRST_NODE <= node < FIRST_NODE + layout.slots:
             raise IndexError(node)
         offset = layout.recordOffset(node)
-        unpack = _SEQ.unpack_from
+        end = offset + 4
+        # The seq is read with one 4-byte copy (struct unpacks byte by byte).
         for attempt in range(tries):
-            before = unpack(mm, offset)[0]
-            if before & 1:
+            before = mm[offset:end]
+            if before[0] & 1:
                 if attempt > 100:
                     time.sleep(0)
                 continue
             value = read(mm, offset)
-            if unpack(mm, offset)[0] == before:
+            if mm[offset:end] == before:
                 return value
         raise TimeoutError(f"node {node}: record kept changing")
 
@@ -447,8 +448,8 @@ class ShmFile:
         """
         A consistent copy of node C{node}'s record.
         """
-        size = self.layout.recordSize
-        raw = self.consistent(node, lambda mm, off: mm[off:off + size], tries)
+        # The layout is looked at after consistent() re-opened a replaced file.
+        raw = self.consistent(node, lambda mm, off: mm[off:off + self.layout.recordSize], tries)
         return parseRecord(raw, self.layout)
 
     def records(self, damaged: list[int] | None = None) -> Iterator[NodeRecord]:

@@ -18,6 +18,8 @@ results on stdout at the end and exits 0, or dies with a traceback:
     single-field L{Beostat} calls, each checked.  With C{raw}, whole
     records are copied without the seqlock (the control that shows the
     checks can see a torn record); it then stops at 50 torn records.
+  - C{churn PATH}: a writer that rewrites nodes C{0..3} of a new file
+    (C{k} after C{k}) until it is killed; prints C{ready} first.
   - C{grow PATH LAST}: the writer of the growth test: umask 077, a file of
     16 slots, nodes C{-1..3} written, C{ready} printed; after a line on
     stdin, nodes C{4..LAST} written one by one (the file grows) while the
@@ -29,6 +31,7 @@ results on stdout at the end and exits 0, or dies with a traceback:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -76,11 +79,18 @@ def makeRecord(node: int, k: int, cpus: int = MAX_CPUS,
     )
 
 
+#: L{makeRecord} for checks: a reader reads each version of a record
+#: several times.  (The records it returns must not be changed.)
+expected = functools.lru_cache(maxsize=256)(makeRecord)
+
+
 class Checker:
     """
     Checks what a reader got against L{makeRecord}, per node.
 
     @ivar torn: reads that matched no single C{k}.
+    @ivar missing: reads (among C{torn}) that raised L{reader.NoData} or
+        L{IndexError} for a part that the writer always writes.
     @ivar backwards: reads of a node whose C{k} was older than one read
         before (a reader must never go back in time).
     @ivar firstK: the smallest C{k} seen.
@@ -90,6 +100,7 @@ class Checker:
 
     def __init__(self) -> None:
         self.torn = 0
+        self.missing = 0
         self.backwards = 0
         self.firstK: int | None = None
         self.lastK = 0
@@ -122,7 +133,7 @@ class Checker:
 
     def record(self, record: shm.NodeRecord) -> None:
         self.check(record.node, record.sequence,
-                   record == makeRecord(record.node, record.sequence), record)
+                   record == expected(record.node, record.sequence), record)
 
 
 def _counting(file: shm.ShmFile) -> list[int]:
@@ -208,6 +219,13 @@ def hammer(path: str, reads: int, nodes: int, raw: bool = False) -> dict:
     def whole(n):
         c.record(f.read(n))
 
+    def failed(n, operation, e):
+        # A node the writer always keeps whole has no part missing and
+        # always has its CPUs and interfaces: anything else is a torn read.
+        c.torn += 1
+        c.missing += 1
+        c.bad(f"node {n}: {operation.__name__}: {e!r}")
+
     def rawWhole(n):
         offset = f.layout.recordOffset(n)
         c.record(shm.parseRecord(f.fresh()[offset:offset + size], layout))
@@ -215,20 +233,25 @@ def hammer(path: str, reads: int, nodes: int, raw: bool = False) -> dict:
     if raw:
         operations = [rawWhole]
     else:
-        operations = [whole, meminfo, loadavg, whole, statCpu, statCpuOne, netDev, whole,
-                      statfs, netRate, cpuPercent, whole]
+        operations = [whole, meminfo, loadavg, statCpu, netRate, cpuPercent,
+                      whole, meminfo, loadavg, statCpuOne, netDev, statfs]
     started = time.monotonic()
     count = len(operations)
     done = 0
     for i in range(reads):
-        operations[i % count]((i // count) % nodes)
+        operation = operations[i % count]
+        node = (i // count) % nodes
+        try:
+            operation(node)
+        except (reader.NoData, IndexError) as e:
+            failed(node, operation, e)
         done += 1
         if raw and c.torn >= 50:
             break
     elapsed = time.monotonic() - started
     b.close()
     return {"reads": done, "retries": calls[0] - (0 if raw else done), "torn": c.torn,
-            "backwards": c.backwards, "firstK": c.firstK, "lastK": c.lastK,
+            "missing": c.missing, "backwards": c.backwards, "firstK": c.firstK, "lastK": c.lastK,
             "examples": c.examples, "seconds": round(elapsed, 2)}
 
 
@@ -246,6 +269,22 @@ def _lineWaiting() -> bool:
 def _say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def churn(path: str) -> None:
+    """
+    Rewrite nodes C{0..3} of a new file, C{k} after C{k}, until killed.
+    """
+    w = shm.ShmWriter(path, slots=16, maxCpus=MAX_CPUS, maxInterfaces=MAX_INTERFACES)
+    w.open()
+    k = 1
+    for node in HOT:
+        w.write(makeRecord(node, k))
+        k += 1
+    _say("ready")
+    while True:
+        w.write(makeRecord(HOT[k % len(HOT)], k))
+        k += 1
 
 
 def grow(path: str, last: int) -> dict:
@@ -339,8 +378,15 @@ def follow(path: str, last: int) -> dict:
         m = b.get_meminfo(node)
         c.check(node, m.mem.free // 3, m.mem.used == 5 * (m.mem.free // 3), m)
     duringRun = len(seen)
-    missing = [node for node in range(shm.FIRST_NODE, last + 1)
-               if node not in HOT and b.record(node) != makeRecord(node, _once(node))]
+    missing = []
+    for node in range(shm.FIRST_NODE, last + 1):
+        if node in HOT:
+            continue
+        try:
+            if b.record(node) != makeRecord(node, _once(node)):
+                missing.append(node)
+        except reader.NoData:
+            missing.append(node)
     for node in HOT:
         c.record(b.record(node))
     result = {"iterations": iterations, "startSlots": startSlots,
@@ -357,6 +403,9 @@ def main(argv: list[str]) -> None:
     mode, path, *rest = argv
     if mode == "hammer":
         result = hammer(path, int(rest[0]), int(rest[1]), raw=rest[2:] == ["raw"])
+    elif mode == "churn":
+        churn(path)
+        return
     elif mode == "grow":
         result = grow(path, int(rest[0]))
     elif mode == "follow":
