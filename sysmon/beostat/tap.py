@@ -98,10 +98,10 @@ class RecvstatsOptions(usage.Options):
         ["group", "g", wire.DEFAULT_GROUP, "Multicast group."],
         ["ttl", None, 1, "TTL of the requests sent to the group.", int],
         ["gmond-port", None, None, "Also take Ganglia gmond packets on this UDP port "
-                                   "(gmond uses 8649) [default: off].", usage.portCoerce],
+                                   "(gmond uses 8649; default: off)", usage.portCoerce],
         ["key-file", None, None, "Shared HMAC-SHA-256 key: unsigned or badly signed packets "
                                  "are dropped, requests are signed."],
-        ["rate", "r", None, "Ask every node to report every RATE seconds.",
+        ["rate", "r", None, "Ask every node to report every RATE seconds",
          _seconds(MIN_INTERVAL, MAX_INTERVAL)],
         ["request-interval", None, 60.0, "Seconds between update requests (0: only at start).",
          _seconds(0, 86400)],
