@@ -471,7 +471,11 @@ class Recvstats:
         Mark silent nodes down, forget long-silent ones, beat the header.
         """
         now = self.now()
-        for node, state in list(self.nodes.items()):
+        nodes = self.nodes
+        # Node numbers, not (node, state) pairs: 20 000 fresh tuples a
+        # second would wake the cyclic garbage collector over every state.
+        for node in list(nodes):
+            state = nodes[node]
             record = state.record
             silent = now - record.updated
             if self.forget and silent > self.forget:
@@ -653,6 +657,8 @@ class RecvstatsService(service.Service):
             self.privilegedStartService()
         service.Service.startService(self)
         s = self.settings
+        if not s.requestInterval:
+            self.controller.requestUpdates()  # only at start
         for period, call in ((1.0, self.controller.sweep),
                              (s.requestInterval, self.controller.requestUpdates)):
             if period and period > 0:

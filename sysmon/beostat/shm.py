@@ -16,6 +16,7 @@ are plain programs.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import mmap
 import os
@@ -133,6 +134,7 @@ def defaultPath() -> str:
     return "/dev/shm/beostat"
 
 
+@functools.lru_cache(maxsize=65536)
 def _packAddress(address: str) -> bytes:
     if not address:
         return _ZERO16
@@ -293,6 +295,7 @@ def _u32(value: int) -> int:
 
 
 _F32_MAX = 3.4028234663852886e38
+_LOW32 = (0xFFFFFFFF).__and__
 
 
 def _f32(value: float) -> float:
@@ -638,11 +641,12 @@ class ShmWriter:
         FIXED.pack_into(image, 0, *_fixedValues(record, 0, layout))
         cpus = record.cpus[:layout.maxCpus]
         if cpus:
-            _cpuStruct(len(cpus)).pack_into(
-                image, layout.cpuOffset,
-                *[value for usage, ticks in cpus
-                  for value in (-1.0 if usage is None else _f32(usage),
-                                *(t & 0xFFFFFFFF for t in ticks.astuple()))])
+            flat: list = []
+            append, extend = flat.append, flat.extend
+            for usage, ticks in cpus:
+                append(-1.0 if usage is None else usage)  # a fraction: fits f32
+                extend(map(_LOW32, ticks))
+            _cpuStruct(len(cpus)).pack_into(image, layout.cpuOffset, *flat)
         interfaces = (record.interfaces or ())[:layout.maxInterfaces]
         for i, interface in enumerate(interfaces):
             INTERFACE_ENTRY.pack_into(

@@ -23,6 +23,7 @@ from typing import Final, Iterable, Sequence
 
 import attrs
 
+from sysmon.beostat.records import _newTicks
 from sysmon.beostat.records import (
     IFNAMSIZ,
     CpuInfo,
@@ -474,7 +475,8 @@ def _readCpus(data: bytes, start: int, stop: int):
         raise WireError(f"CPUs {first}+{count} of {total}")
     values, end = _readVarints(data, start + _CPUS.size, stop, 8 * count)
     _exact(end, stop, "cpus")
-    ticks = tuple(CpuTicks(*values[i:i + 8]) for i in range(0, 8 * count, 8))
+    make = _newTicks
+    ticks = tuple(make(CpuTicks, values[i:i + 8]) for i in range(0, 8 * count, 8))
     return "cpus", CpuBlock(total=total, first=first, base=base, ticks=ticks)
 
 

@@ -367,9 +367,9 @@ class WireSectionTests(SynchronousTestCase):
         expected = {
             "host": ({"hostname": message.hostname}, []),
             "cpuinfo": ({**attrs.asdict(message.cpuInfo), "mhz": mhz}, []),
-            "cputotal": (attrs.asdict(message.cpuTotal), []),
+            "cputotal": (dict(message.cpuTotal._asdict()), []),
             "cpus": ({"total": 9, "first": 4, "count": 2, "base": 77},
-                     [attrs.asdict(t) for t in message.cpus.ticks]),
+                     [dict(t._asdict()) for t in message.cpus.ticks]),
             "memory": (attrs.asdict(message.memory), []),
             "load": (attrs.asdict(message.load), []),
             "net": ({"total": 6, "first": 3, "count": 2},
@@ -493,7 +493,7 @@ class ExampleDatagramTests(SynchronousTestCase):
         sections = {
             "host": {"hostname": message.hostname},
             "cpuinfo": attrs.asdict(message.cpuInfo),
-            "cputotal": attrs.asdict(message.cpuTotal),
+            "cputotal": dict(message.cpuTotal._asdict()),
             "memory": attrs.asdict(message.memory),
             "load": attrs.asdict(message.load),
             "rootfs": attrs.asdict(message.rootfs),
