@@ -46,6 +46,10 @@ _F_VALID = 212
 _F_CPUCOUNT = 216
 _F_CPUS_STORED = 6
 _F_MEMORY = 296
+_F_IFACES_STORED = 228
+_F_ROOTFS = 408
+_CPU_TICKS = struct.Struct("<8I")
+_ROOTFS = struct.Struct("<6Q")
 
 
 class NoData(LookupError):
@@ -236,10 +240,17 @@ class Beostat:
             t = self._read(node, shm.V_TICKS,
                            lambda mm, off: _TICKS.unpack_from(mm, off + shm.F_TICKS))
         else:
-            record = self.record(node)
-            if cpu >= len(record.cpus):
+            layout = self.file.layout
+
+            def read(mm, off):
+                if cpu >= _H.unpack_from(mm, off + _F_CPUS_STORED)[0]:
+                    return None
+                return _CPU_TICKS.unpack_from(
+                    mm, off + layout.cpuOffset + cpu * shm.CPU_ENTRY.size + 4)
+
+            t = self._read(node, shm.V_TICKS, read)
+            if t is None:
                 raise IndexError(f"node {node} has no CPU {cpu} in the file")
-            t = record.cpus[cpu][1].astuple()
         return StatCpu(t[0], t[2], t[1], t[3], t[4], t[5], t[6], t[7])
 
     def get_meminfo(self, node: int) -> MemInfo:
@@ -264,12 +275,18 @@ class Beostat:
         The node's interfaces (as many as the file keeps), in its kernel's
         order.
         """
-        record = self.record(node)
-        if record.interfaces is None:
-            raise NoData(f"node {node}: no network data")
-        return [NetDev(i.name, NetStat(i.rxBytes, i.rxPackets, i.rxErrors, i.rxDrops),
-                       NetStat(i.txBytes, i.txPackets, i.txErrors, i.txDrops))
-                for i in record.interfaces]
+        layout = self.file.layout
+
+        def read(mm, off):
+            count = min(_I.unpack_from(mm, off + _F_IFACES_STORED)[0], layout.maxInterfaces)
+            base = off + layout.interfaceOffset
+            size = shm.INTERFACE_ENTRY.size
+            return [shm.INTERFACE_ENTRY.unpack_from(mm, base + i * size) for i in range(count)]
+
+        rows = self._read(node, shm.V_NET, read)
+        return [NetDev(name.split(b"\0", 1)[0].decode("utf-8", "replace"),
+                       NetStat(*counters[0:4]), NetStat(*counters[4:8]))
+                for name, *counters in rows]
 
     def get_net_rate(self, node: int) -> float:
         """
@@ -292,10 +309,8 @@ class Beostat:
         statfs of the node's root file system (for gmond nodes: its disks'
         total and free space, in 1-byte blocks).
         """
-        record = self.record(node)
-        if record.rootfs is None:
-            raise NoData(f"node {node}: no file-system data")
-        return record.rootfs
+        return FileSystem(*self._read(
+            node, shm.V_ROOTFS, lambda mm, off: _ROOTFS.unpack_from(mm, off + _F_ROOTFS)))
 
     get_statfs_p = get_statfs
 
@@ -305,21 +320,36 @@ class Beostat:
         threshold counts all its CPUs.  Where per-CPU figures are missing
         (gmond) the node's overall usage stands for each CPU.
         """
-        record = self.record(node)
-        if record.state != shm.UP:
+        layout = self.file.layout
+
+        def read(mm, off):
+            if mm[off + shm.F_STATE] != shm.UP:
+                return None
+            stored = min(_H.unpack_from(mm, off + _F_CPUS_STORED)[0], layout.maxCpus)
+            count = _I.unpack_from(mm, off + _F_CPUCOUNT)[0]
+            overall = _F.unpack_from(mm, off + shm.F_USAGE)[0]
+            base = off + layout.cpuOffset
+            size = shm.CPU_ENTRY.size
+            usages = [_F.unpack_from(mm, base + i * size)[0] for i in range(stored)]
+            return usages + [overall] * max(0, count - stored)
+
+        usages = self._read(node, 0, read)
+        if usages is None:
             return 0
-        usages = [usage for usage, _ in record.cpus]
-        if len(usages) < record.cpuCount:
-            usages += [record.cpuUsage] * (record.cpuCount - len(usages))
-        return sum(1 for u in usages if u is not None and u < threshold
-                   or u is None and threshold > 1.0)
+        # a negative usage is "not known yet": counted only by a huge threshold
+        return sum(1 for u in usages if 0 <= u < threshold or u < 0 and threshold > 1.0)
 
     def count_idle_cpus(self, threshold: float) -> int:
         """
         L{count_idle_cpus_on_node} summed over the cluster.
         """
-        return sum(self.count_idle_cpus_on_node(r.node, threshold)
-                   for r in self.file.records() if r.state == shm.UP)
+        total = 0
+        for node in self.file.nodes():
+            try:
+                total += self.count_idle_cpus_on_node(node, threshold)
+            except NoData:
+                pass
+        return total
 
     def get_last_multicast(self) -> float:
         """

@@ -153,6 +153,7 @@ def _unpackAddress(raw: bytes) -> str:
     return str(parsed)
 
 
+@functools.lru_cache(maxsize=65536)
 def _packText(text: str, size: int) -> bytes:
     raw = text.encode("utf-8", "replace")[: size - 1]
     return raw.decode("utf-8", "ignore").encode("utf-8")
@@ -275,19 +276,29 @@ def _fixedValues(record: NodeRecord, seq: int, layout: Layout) -> tuple:
         -1.0 if record.cpuUsage is None else _f32(record.cpuUsage),
         min(len(interfaces), layout.maxInterfaces),
         *(t & 0xFFFFFFFFFFFFFFFF for t in ticks),
-        *map(_clamp64, (m.total, m.free, m.available, m.buffers, m.cached, m.swapTotal,
-                        m.swapFree)),
+        *_clamped64((m.total, m.free, m.available, m.buffers, m.cached, m.swapTotal,
+                     m.swapFree)),
         _f32(load.one), _f32(load.five), _f32(load.fifteen),
         _u32(load.running), _u32(load.total), _u32(load.lastPid),
         *rates,
-        *map(_clamp64, (fs.blockSize, fs.blocks, fs.free, fs.available, fs.files,
-                        fs.freeFiles)),
+        *_clamped64((fs.blockSize, fs.blocks, fs.free, fs.available, fs.files,
+                     fs.freeFiles)),
         _u32(record.interfaceCount), record.origin,
     )
 
 
 def _clamp64(value: int) -> int:
     return min(max(int(value), 0), 0xFFFFFFFFFFFFFFFF)
+
+
+def _clamped64(values: tuple[int, ...]) -> tuple[int, ...] | list[int]:
+    """
+    C{values} as they are when all fit a u64 (the usual case: the wire
+    carries 64-bit numbers), else each clamped.
+    """
+    if values and (min(values) < 0 or max(values) > 0xFFFFFFFFFFFFFFFF):
+        return [_clamp64(v) for v in values]
+    return values
 
 
 def _u32(value: int) -> int:
@@ -651,7 +662,7 @@ class ShmWriter:
         for i, interface in enumerate(interfaces):
             INTERFACE_ENTRY.pack_into(
                 image, layout.interfaceOffset + i * INTERFACE_ENTRY.size,
-                _packText(interface.name, IFNAMSIZ), *map(_clamp64, interface.counters()))
+                _packText(interface.name, IFNAMSIZ), *_clamped64(interface.counters()))
         return image
 
     def _locked(self, offset: int, size: int, body: bytes | bytearray) -> None:

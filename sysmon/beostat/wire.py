@@ -212,23 +212,33 @@ def _readVarints(data: bytes, offset: int, end: int, count: int) -> tuple[list[i
     stop = offset + count
     if count and stop <= end and max(data[offset:stop]) < 0x80:
         return list(data[offset:stop]), stop
-    values = []
-    for _ in range(count):
-        value = shift = 0
-        while True:
-            if offset >= end:
-                raise WireError("truncated number")
+    values: list[int] = []
+    append = values.append
+    try:
+        for _ in range(count):
             byte = data[offset]
             offset += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-            if shift > 63:
+            if byte < 0x80:
+                append(byte)
+                continue
+            value = byte & 0x7F
+            shift = 7
+            while True:
+                byte = data[offset]
+                offset += 1
+                value |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if shift > 63:
+                    raise WireError("number longer than 64 bits")
+            if value > _VARINT_MAX:
                 raise WireError("number longer than 64 bits")
-        if value > _VARINT_MAX:
-            raise WireError("number longer than 64 bits")
-        values.append(value)
+            append(value)
+    except IndexError:
+        raise WireError("truncated number") from None
+    if offset > end:
+        raise WireError("truncated number")
     return values, offset
 
 
