@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from sysmon.beostat import gmond as gmondwire
 from sysmon.beostat import shm, wire
 from sysmon.beostat.records import CpuTicks, FileSystem, Interface, cpuUsage
+from sysmon.ratelimit import Once
 from sysmon.udp import growReceiveBuffer
 
 __all__ = ["GmondProtocol", "Recvstats", "RecvstatsService", "StatsProtocol"]
@@ -112,7 +113,7 @@ class Recvstats:
         self._nextFree = 0
         self._instance = uuid.uuid4().bytes
         self._sequence = 0
-        self._complained: dict[tuple[str, str], float] = {}
+        self._complaint = Once(60.0)
         for record in writer.recovered:
             self._recover(record)
 
@@ -143,10 +144,7 @@ class Recvstats:
         """
         Log a problem with a peer at most once a minute per kind.
         """
-        now = self.clock.seconds()
-        key = (peer, what)
-        if now - self._complained.get(key, -1e9) >= 60:
-            self._complained[key] = now
+        if self._complaint((peer, what), self.clock.seconds()):
             self.log.warn(text, peer=peer, **fields)
 
     # -- node numbers ------------------------------------------------------
@@ -276,6 +274,12 @@ class Recvstats:
         else:
             self._assign(address, address,
                          lambda node, origin: self._apply(node, origin, message, addr))
+
+    def masterReported(self, message: wire.Message) -> None:
+        """
+        This machine's own status, filed as node -1 (the master).
+        """
+        self._apply(-1, ORIGIN_SENDER, message, ("127.0.0.1", 0))
 
     def _apply(self, node: int, origin: int, message: wire.Message,
                addr: tuple[str, int]) -> None:
@@ -688,7 +692,7 @@ class RecvstatsService(service.Service):
 
             def apply(snapshot):
                 message = builder.build(snapshot, self.wallClock())
-                self.controller._apply(-1, ORIGIN_SENDER, message, ("127.0.0.1", 0))
+                self.controller.masterReported(message)
             return d.addCallback(apply).addErrback(
                 lambda f: self.log.failure("reading this machine's /proc", f))
 

@@ -49,6 +49,7 @@ from sysmon.netdump.console import ConsoleStreams
 from sysmon.netdump.elf import CoreLayout, layoutFor, mergeRanges
 from sysmon.netdump.store import ConsoleLogs, DumpStore, Journal, PageWriter, Vmcore, writeJSON
 from sysmon.netdump.wire import COMM, REPLY, StartInfo, WireError
+from sysmon.ratelimit import Once
 
 __all__ = ["NetdumpServer", "ServerSettings", "Session"]
 
@@ -228,8 +229,8 @@ class NetdumpServer:
         self.sessions: dict[str, Session] = {}
         self.counters: Counter[str] = Counter()
         self._rebooting: dict[str, tuple[Session, float]] = {}
-        self._warned: dict[str, float] = {}
-        self._started: dict[str, float] = {}
+        self._warned = Once(self.settings.magicWarnInterval)
+        self._started = Once(self.settings.startScriptInterval)
         self._pending: set[defer.Deferred[Any]] = set()
         self._console = None
         self.send: Callable[[bytes, tuple[str, int]], None] = lambda data, addr: None
@@ -413,10 +414,7 @@ class NetdumpServer:
             self.consoleLogs.markBoot(ip)
         self.consoleLogs.append(ip, text)
         if logStart and not active:
-            last = self._started.get(ip)
-            now = self.now()
-            if last is None or now - last >= self.settings.startScriptInterval:
-                self._started[ip] = now
+            if self._started(ip, self.now()):
                 self.log.info("{ip} started its netdump log stream (booted)", ip=ip)
                 self._track(self.runScript("netdump-start", ip))
 
@@ -526,10 +524,7 @@ class NetdumpServer:
         if expected is None or given is None or given != expected:
             del self.sessions[session.ip]
             self.counters["bad_magic"] += 1
-            now = self.now()
-            last = self._warned.get(session.ip)
-            if last is None or now - last >= self.settings.magicWarnInterval:
-                self._warned[session.ip] = now
+            if self._warned(session.ip, self.now()):
                 why = ("no magic is known for it" if expected is None else
                        "it sent no magic" if given is None else "its magic is wrong")
                 self.log.warn(
