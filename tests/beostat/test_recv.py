@@ -124,6 +124,16 @@ class StatusTests(SynchronousTestCase):
         self.assertEqual(h.reader.get_stat_cpu(1, 1).system, 130)
         self.assertEqual(h.reader.count_idle_cpus(0.5), 1)
 
+    def test_master(self):
+        """
+        recvstats' own report is node -1, in slot 0 of the file.
+        """
+        h = Harness(self)
+        h.recv.masterReported(StatusBuilder(-1, BOOT, "master", 5.0).build(
+            snapshot(tree(self)), h.wall()))
+        self.assertEqual(h.reader.nodes(), [-1])
+        self.assertEqual(shm.ShmFile(h.path).read(-1).hostname, "master")
+
     def test_missedBase(self):
         """
         Increments from a message recvstats missed give the usage but not
