@@ -16,7 +16,7 @@ reader node query under 20 us.
      once a second (at other rates the datagrams carry the matching
      interval, so that no node is taken for down).  The blaster patches
      each datagram in place (sequence, timestamp, interval, CPU base, and in
-     fixed-width varints the node's CPU totals, free memory and eth0
+     fixed-width 64-bit fields the node's CPU totals, free memory and eth0
      counters), so that what changes every second on a real node changes
      here too (the root file system, lo and ib0 stay put).  Applied packets are the sum of the records' C{packets} in
      the shared-memory file; loss is sent - applied once the socket has
@@ -86,9 +86,7 @@ W_SEQUENCE = 28
 _SEQ_TIME = struct.Struct(">IQI")
 _BASE = struct.Struct(">I")
 _LOAD1 = struct.Struct(">f")
-#: The blaster's fixed-width counters must not outgrow their width: room
-#: for this many messages per node.
-MAX_MESSAGES = 20_000
+_U64 = struct.Struct(">Q")
 
 DAEMON_CPU = "0"
 OTHER_CPU = "1"
@@ -97,25 +95,11 @@ OTHER_CPU = "1"
 # -- the blaster (a child process on the other CPU) --------------------------
 
 
-def _width(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
-
-
-def _roomy(value: int, growth: int) -> int:
-    """
-    C{value}, raised if needed so that C{value + growth} has the same
-    varint width.
-    """
-    if _width(value + growth) != _width(value):
-        value = 1 << (7 * (_width(value + growth) - 1))
-    return value
-
-
 def _snapshot(rng: random.Random) -> tuple[Snapshot, Snapshot]:
     """
     Two successive readings of a plausible node, one second apart.  What
     the blaster advances in place (the node's CPU totals, free memory, eth0's
-    counters) is kept clear of a varint width change for L{MAX_MESSAGES}.
+    counters) are fixed-width 64-bit fields in the datagram.
     """
     busy = rng.uniform(0.02, 0.98)
     uptime = rng.uniform(1e5, 1e7) * HZ  # ticks per CPU since boot
@@ -130,17 +114,11 @@ def _snapshot(rng: random.Random) -> tuple[Snapshot, Snapshot]:
                          rng.randint(1000, 10 ** 5), 0)
         before.append(start)
         after.append(start + CpuTicks(user, 0, system, idle, iowait, 0, softirq, 0))
-    total = sum(before, CpuTicks()).astuple()
-    bump = [0] * 8
-    for i in (0, 2, 3):
-        bump[i] = _roomy(total[i], MAX_MESSAGES * CPUS * HZ) - total[i]
-    before[0] = before[0] + CpuTicks(*bump)
-    after[0] = after[0] + CpuTicks(*bump)
 
     memTotal = 2 ** rng.randint(36, 39)
     freeStep = 4096 * rng.randint(1, 16)
-    free = _roomy(int(memTotal * rng.uniform(0.05, 0.5)), MAX_MESSAGES * freeStep)
-    available = _roomy(free + memTotal // 8, MAX_MESSAGES * freeStep)
+    free = int(memTotal * rng.uniform(0.05, 0.5))
+    available = free + memTotal // 8
 
     def memory(k):
         return Memory(memTotal, free + k * freeStep, available + k * freeStep,
@@ -152,7 +130,6 @@ def _snapshot(rng: random.Random) -> tuple[Snapshot, Snapshot]:
             rng.randint(0, 1000), rng.randint(10 ** 10, 10 ** 13), rng.randint(10 ** 7, 10 ** 10),
             0, rng.randint(0, 100)]
     steps = [rate, rate // 1000 + 1, 0, 0, rate // 2, rate // 2000 + 1, 0, 0]
-    eth0 = [_roomy(v, MAX_MESSAGES * step) if step else v for v, step in zip(eth0, steps)]
 
     def interfaces(k):
         return (
@@ -180,55 +157,41 @@ def _sections(datagram: bytes):
         offset += 4 + size
 
 
-def _varintOffsets(datagram: bytes, start: int, count: int) -> list[tuple[int, int]]:
-    out = []
-    offset = start
-    for _ in range(count):
-        first = offset
-        while datagram[offset] & 0x80:
-            offset += 1
-        offset += 1
-        out.append((first, offset - first))
-    return out
-
-
 class Template:
     """
     One datagram of a node, and where to patch it so that it becomes its
-    message number C{s}: C{(offset, width, value of message 1, step)} for
-    the varints that advance, and where the CPU base and 1-minute load are.
+    message number C{s}: C{(offset, value of message 1, step)} for the
+    (fixed-width, 64-bit) counters that advance, and where the CPU base and
+    1-minute load are.
     """
 
-    __slots__ = ("buf", "base", "varints", "load", "loadValue")
+    __slots__ = ("buf", "base", "counters", "load", "loadValue")
 
     def __init__(self, datagram: bytes, before: Snapshot, after: Snapshot):
         self.buf = bytearray(datagram)
         self.base = self.load = None
         self.loadValue = before.load.one
-        self.varints = []
+        self.counters = []
 
-        def advance(where, indices, first, then):
+        def advance(start, indices, first, then):
             for i in indices:
-                self.varints.append((where[i][0], where[i][1], first[i], then[i] - first[i]))
+                self.counters.append((start + 8 * i, first[i], then[i] - first[i]))
         for kind, start, _ in _sections(datagram):
             if kind == wire.SEC_CPUS:
                 self.base = start + 6  # after total, first, count
             elif kind == wire.SEC_CPUTOTAL:
-                advance(_varintOffsets(datagram, start, 8), (0, 2, 3),
-                        before.cpuTotal.astuple(), after.cpuTotal.astuple())
+                advance(start, (0, 2, 3), before.cpuTotal.astuple(), after.cpuTotal.astuple())
             elif kind == wire.SEC_MEMORY:
-                advance(_varintOffsets(datagram, start, 7), (1, 2),
-                        attrs.astuple(before.memory), attrs.astuple(after.memory))
+                advance(start, (1, 2), attrs.astuple(before.memory), attrs.astuple(after.memory))
             elif kind == wire.SEC_LOAD:
                 self.load = start
             elif kind == wire.SEC_NET:
                 offset = start + 6
                 for a, b in zip(before.interfaces, after.interfaces):
                     offset += 1 + datagram[offset]
-                    where = _varintOffsets(datagram, offset, 8)
                     if a.name == "eth0":
-                        advance(where, (0, 1, 4, 5), a.counters(), b.counters())
-                    offset = where[-1][0] + where[-1][1]
+                        advance(offset, (0, 1, 4, 5), a.counters(), b.counters())
+                    offset += 64
 
 
 def buildTemplates(nodes: int, seed: int = 1) -> list[tuple[Template, Template]]:
@@ -257,20 +220,11 @@ def prepare(t: Template, seq: int, micros: int, interval: int) -> bytearray:
     _SEQ_TIME.pack_into(buf, W_SEQUENCE, seq, micros, interval)
     if t.base is not None:
         _BASE.pack_into(buf, t.base, 0 if seq % FULL_EVERY == 1 else seq - 1)
-    for offset, width, first, step in t.varints:
-        _putVarint(buf, offset, width, first + (seq - 1) * step)
+    for offset, first, step in t.counters:
+        _U64.pack_into(buf, offset, first + (seq - 1) * step)
     if t.load is not None:
         _LOAD1.pack_into(buf, t.load, t.loadValue + 0.01 * (seq % 16))
     return buf
-
-
-def _putVarint(buf: bytearray, offset: int, width: int, value: int) -> None:
-    for i in range(width - 1):
-        buf[offset + i] = (value & 0x7F) | 0x80
-        value >>= 7
-    if value >= 0x80:
-        raise OverflowError("a counter outgrew its varint width")
-    buf[offset + width - 1] = value
 
 
 def blaster(port: int, nodes: int) -> int:

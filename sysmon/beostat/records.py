@@ -4,6 +4,11 @@ recvstats/sendstats: the C{/proc} parsers produce them, the wire codec
 carries them, the gmond mapping fills them from Ganglia metrics, and the
 shared-memory writer stores them.
 
+The per-packet records (L{Memory}, L{Load}, L{Interface}, L{FileSystem})
+are plain attrs classes, not frozen ones, though nothing changes them after
+they are made: a frozen attrs class takes four times as long to make, and
+recvstats makes several per packet, tens of thousands of packets a second.
+
 Units are the kernel's and libbeostat's: CPU time in clock ticks
 (C{USER_HZ}), memory and file-system sizes in bytes, loads as floats,
 network counters in bytes and packets since the interface came up.
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 from operator import add as _add
 from operator import sub as _sub
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import attrs
 
@@ -28,6 +33,7 @@ __all__ = [
     "Memory",
     "Snapshot",
     "cpuUsage",
+    "cpuUsages",
 ]
 
 #: The eight per-CPU tick counters of C{/proc/stat}, in the kernel's order.
@@ -84,13 +90,31 @@ def cpuUsage(delta: CpuTicks) -> float | None:
     @return: L{None} when no tick passed (or counters went backwards, as
         after a reboot): there is no usage to report.
     """
-    values = delta.astuple()
-    if min(values) < 0:
+    if min(delta) < 0:
         return None
-    total = sum(values)
+    total = sum(delta)
     if total <= 0:
         return None
-    return (total - delta.idle - delta.iowait) / total
+    return (total - delta[3] - delta[4]) / total
+
+
+def cpuUsages(deltas: Sequence[int], unsigned: bool = False) -> list[float | None]:
+    """
+    L{cpuUsage} of many CPUs at once (the same formula), from their tick
+    increments laid flat, eight per CPU in L{CPU_TICK_FIELDS} order: the
+    way recvstats handles a node's CPUs without an object (or a Python-level
+    loop) per CPU.
+
+    @param unsigned: the caller knows that no increment is negative (they
+        came off the wire as unsigned numbers): skip looking.
+    """
+    totals = list(map(sum, zip(*[iter(deltas)] * 8)))
+    if not unsigned and deltas and min(deltas) < 0:
+        # Some row went backwards: that CPU has no usage, the others do.
+        backwards = [min(deltas[i:i + 8]) < 0 for i in range(0, len(deltas), 8)]
+        totals = [0 if back else total for back, total in zip(backwards, totals)]
+    return [(total - idle - iowait) / total if total > 0 else None
+            for total, idle, iowait in zip(totals, deltas[3::8], deltas[4::8])]
 
 
 @attrs.frozen
@@ -109,7 +133,7 @@ class CpuInfo:
     model: str = ""
 
 
-@attrs.frozen
+@attrs.define(unsafe_hash=True)
 class Memory:
     """
     C{/proc/meminfo}'s main figures, in bytes.
@@ -124,7 +148,7 @@ class Memory:
     swapFree: int = 0
 
 
-@attrs.frozen
+@attrs.define(unsafe_hash=True)
 class Load:
     """
     C{/proc/loadavg}: three load averages, running and total scheduling
@@ -139,7 +163,7 @@ class Load:
     lastPid: int = 0
 
 
-@attrs.frozen
+@attrs.define(unsafe_hash=True)
 class Interface:
     """
     One row of C{/proc/net/dev}.
@@ -163,7 +187,7 @@ class Interface:
                 self.txBytes, self.txPackets, self.txErrors, self.txDrops)
 
 
-@attrs.frozen
+@attrs.define(unsafe_hash=True)
 class FileSystem:
     """
     C{statfs(2)} of a node's root file system: the fundamental block size,

@@ -88,7 +88,7 @@ class StatusBuilder:
                 else:
                     base = previous[0]
                     self._sinceFull += 1
-            cpus = wire.CpuBlock(total=len(snapshot.cpus), first=0, base=base, ticks=ticks)
+            cpus = wire.CpuBlock.fromTicks(len(snapshot.cpus), 0, base, ticks)
             self._previous = (self.sequence, snapshot.cpus)
         else:
             full = True

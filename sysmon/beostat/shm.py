@@ -208,7 +208,11 @@ class NodeRecord:
     @ivar senderTime: the timestamp of its last message (its own clock).
     @ivar address: its IP address.
     @ivar cpuUsage: busy fraction of all its CPUs, or L{None}.
-    @ivar cpus: C{(usage or None, ticks)} per CPU, at most the file's limit.
+    @ivar cpuUsages: the busy fraction of each CPU, or L{None}, at most the
+        file's limit of CPUs.
+    @ivar cpuTicks: their tick counters laid flat, eight per CPU in
+        L{CPU_TICK_FIELDS} order (the file keeps the low 32 bits): recvstats
+        works on whole rows of CPUs at once.  L{cpus} is the same per CPU.
     @ivar ticks: the node's C{cpu} line of C{/proc/stat}.
     @ivar rates: C{(rx, tx bytes/s, rx, tx packets/s)} or L{None}.
     @ivar cpuCount: how many CPUs it has (may exceed C{len(cpus)}).
@@ -240,10 +244,25 @@ class NodeRecord:
     load: Load | None = None
     rates: tuple[float, float, float, float] | None = None
     rootfs: FileSystem | None = None
-    cpus: list[tuple[float | None, CpuTicks]] = attrs.Factory(list)
+    cpuUsages: list[float | None] = attrs.Factory(list)
+    cpuTicks: list[int] = attrs.Factory(list)
     interfaceCount: int = 0
     interfaces: list[Interface] | None = None
     origin: int = 0
+
+    @property
+    def cpus(self) -> list[tuple[float | None, CpuTicks]]:
+        """
+        C{(usage or None, ticks)} per CPU.
+        """
+        ticks = self.cpuTicks
+        return [(usage, CpuTicks(*ticks[8 * i:8 * i + 8]))
+                for i, usage in enumerate(self.cpuUsages)]
+
+    @cpus.setter
+    def cpus(self, rows: list[tuple[float | None, CpuTicks]]) -> None:
+        self.cpuUsages = [usage for usage, _ in rows]
+        self.cpuTicks = [value for _, ticks in rows for value in CpuTicks(*ticks)]
 
     def valid(self) -> int:
         """
@@ -259,57 +278,222 @@ class NodeRecord:
         return bits
 
 
-def _fixedValues(record: NodeRecord, seq: int, layout: Layout) -> tuple:
-    ticks = record.ticks.astuple() if record.ticks is not None else (0,) * 8
-    m = record.memory or Memory()
-    load = record.load or Load()
-    fs = record.rootfs or FileSystem()
-    rates = record.rates or (0.0, 0.0, 0.0, 0.0)
-    interfaces = record.interfaces or ()
-    return (
-        seq, record.state, record.source, min(len(record.cpus), layout.maxCpus), record.node,
-        _u32(round(record.interval * 1000)), record.updated, record.firstSeen,
-        record.senderTime, _packAddress(record.address), record.bootId,
-        _packText(record.hostname, 64), _packText(record.model, 64),
-        record.sequence & 0xFFFFFFFF, record.packets & 0xFFFFFFFF, record.lost & 0xFFFFFFFF,
-        record.valid(), _u32(record.cpuCount), _f32(record.mhz or 0.0),
-        -1.0 if record.cpuUsage is None else _f32(record.cpuUsage),
-        min(len(interfaces), layout.maxInterfaces),
-        *(t & 0xFFFFFFFFFFFFFFFF for t in ticks),
-        *_clamped64((m.total, m.free, m.available, m.buffers, m.cached, m.swapTotal,
-                     m.swapFree)),
-        _f32(load.one), _f32(load.five), _f32(load.fifteen),
-        _u32(load.running), _u32(load.total), _u32(load.lastPid),
-        *rates,
-        *_clamped64((fs.blockSize, fs.blocks, fs.free, fs.available, fs.files,
-                     fs.freeFiles)),
-        _u32(record.interfaceCount), record.origin,
-    )
+# The fixed part cut into the pieces that change together, so that a write
+# can replace only what a message changed (ShmWriter.write's "parts").
+# Their formats, in order, make FIXED (checked below).
+_STATUS = struct.Struct("<BBHiIddd")        # 4: state ... sender time
+_IDENTITY = struct.Struct("<16s16s64s64s")  # 40: address, boot id, host, model
+_COUNTS = struct.Struct("<IIIIIffI")        # 200: sequence ... interfaces stored
+_TICKS = struct.Struct("<8Q")               # 232
+_MEMORY = struct.Struct("<7Q")              # 296
+_LOAD = struct.Struct("<3f3I")              # 352
+_RATES = struct.Struct("<4d")               # 376
+_ROOTFS = struct.Struct("<6Q")              # 408
+_TAIL = struct.Struct("<II")                # 456: interfaces on the node, origin
+_PIECES = (_STATUS, _IDENTITY, _COUNTS, _TICKS, _MEMORY, _LOAD, _RATES, _ROOTFS, _TAIL)
+(_AT_STATUS, _AT_IDENTITY, _AT_COUNTS, _AT_TICKS, _AT_MEMORY, _AT_LOAD, _AT_RATES, _AT_ROOTFS,
+ _AT_TAIL) = (4 + sum(p.size for p in _PIECES[:i]) for i in range(len(_PIECES)))
+
+#: Parts of a record that L{ShmWriter.write} can replace by themselves
+#: (the status fields -- state, times, counts, usage -- always go).
+(PART_IDENTITY, PART_TICKS, PART_MEMORY, PART_LOAD, PART_RATES, PART_ROOTFS, PART_CPUS,
+ PART_INTERFACES) = (1 << i for i in range(8))
+ALL_PARTS = (1 << 8) - 1
+
+_ZERO_TICKS = (0,) * 8
+_ZERO_RATES = (0.0, 0.0, 0.0, 0.0)
+_NO_MEMORY = Memory()
+_NO_LOAD = Load()
+_NO_ROOTFS = FileSystem()
+_U64 = 0xFFFFFFFFFFFFFFFF
+_U32 = 0xFFFFFFFF
 
 
-def _clamp64(value: int) -> int:
-    return min(max(int(value), 0), 0xFFFFFFFFFFFFFFFF)
+def _statusValues(record: NodeRecord, layout: Layout) -> tuple:
+    return (record.state, record.source, min(len(record.cpuUsages), layout.maxCpus),
+            record.node, round(record.interval * 1000), record.updated, record.firstSeen,
+            record.senderTime)
 
 
-def _clamped64(values: tuple[int, ...]) -> tuple[int, ...] | list[int]:
+def _identityValues(record: NodeRecord, layout: Layout) -> tuple:
+    return (_packAddress(record.address), record.bootId, _packText(record.hostname, 64),
+            _packText(record.model, 64))
+
+
+def _countValues(record: NodeRecord, layout: Layout) -> tuple:
+    usage = record.cpuUsage
+    return (record.sequence & _U32, record.packets & _U32, record.lost & _U32,
+            record.valid(), record.cpuCount, _f32(record.mhz or 0.0),
+            -1.0 if usage is None else _f32(usage),
+            min(len(record.interfaces or ()), layout.maxInterfaces))
+
+
+def _ticksValues(record: NodeRecord, layout: Layout) -> tuple:
+    return record.ticks or _ZERO_TICKS
+
+
+def _memoryValues(record: NodeRecord, layout: Layout) -> tuple:
+    m = record.memory or _NO_MEMORY
+    return m.total, m.free, m.available, m.buffers, m.cached, m.swapTotal, m.swapFree
+
+
+def _loadValues(record: NodeRecord, layout: Layout) -> tuple:
+    load = record.load or _NO_LOAD
+    return (_f32(load.one), _f32(load.five), _f32(load.fifteen),
+            load.running, load.total, load.lastPid)
+
+
+def _ratesValues(record: NodeRecord, layout: Layout) -> tuple:
+    return record.rates or _ZERO_RATES
+
+
+def _rootfsValues(record: NodeRecord, layout: Layout) -> tuple:
+    fs = record.rootfs or _NO_ROOTFS
+    return fs.blockSize, fs.blocks, fs.free, fs.available, fs.files, fs.freeFiles
+
+
+def _tailValues(record: NodeRecord, layout: Layout) -> tuple:
+    return record.interfaceCount, record.origin
+
+
+#: C{(part bit or 0 for always, offset, struct, values function)} of the
+#: fixed part, in the record's order.
+_FIXED_PIECES = (
+    (0, _AT_STATUS, _STATUS, _statusValues),
+    (PART_IDENTITY, _AT_IDENTITY, _IDENTITY, _identityValues),
+    (0, _AT_COUNTS, _COUNTS, _countValues),
+    (PART_TICKS, _AT_TICKS, _TICKS, _ticksValues),
+    (PART_MEMORY, _AT_MEMORY, _MEMORY, _memoryValues),
+    (PART_LOAD, _AT_LOAD, _LOAD, _loadValues),
+    (PART_RATES, _AT_RATES, _RATES, _ratesValues),
+    (PART_ROOTFS, _AT_ROOTFS, _ROOTFS, _rootfsValues),
+    (0, _AT_TAIL, _TAIL, _tailValues),
+)
+
+
+def _pack(st: struct.Struct, values: tuple) -> bytes:
     """
-    C{values} as they are when all fit a u64 (the usual case: the wire
-    carries 64-bit numbers), else each clamped.
+    C{values} packed by C{st}; numbers out of the field's range (a gmond
+    figure, a counter past 2**64) are clamped to it rather than refused.
     """
-    if values and (min(values) < 0 or max(values) > 0xFFFFFFFFFFFFFFFF):
-        return [_clamp64(v) for v in values]
-    return values
+    try:
+        return st.pack(*values)
+    except (struct.error, OverflowError):
+        return st.pack(*[_clampTo(code, v) for code, v in zip(_codes(st), values)])
 
 
-def _u32(value: int) -> int:
-    return min(max(int(value), 0), 0xFFFFFFFF)
+@functools.lru_cache(maxsize=None)
+def _codes(st: struct.Struct) -> str:
+    """
+    One format letter per value of C{st} ("<3f" -> "fff").
+    """
+    codes = ""
+    count = ""
+    for c in st.format.lstrip("<>!=@"):
+        if c.isdigit():
+            count += c
+            continue
+        codes += c * (1 if c == "s" else int(count or 1))
+        count = ""
+    return codes
+
+
+def _clampTo(code: str, value):
+    if code == "Q":
+        return min(max(int(value), 0), _U64)
+    if code == "I":
+        return min(max(int(value), 0), _U32)
+    if code == "i":
+        return min(max(int(value), -0x80000000), 0x7FFFFFFF)
+    if code == "H":
+        return min(max(int(value), 0), 0xFFFF)
+    if code == "B":
+        return min(max(int(value), 0), 0xFF)
+    if code == "f":
+        return _f32(value)
+    return value
+
+
+#: The parts whose fields, with the counts before and the tail after, make
+#: one contiguous run (offsets 200-464): a status message usually changes
+#: them all, and one pack of the run is cheaper than seven.
+_RUN_PARTS = PART_TICKS | PART_MEMORY | PART_LOAD | PART_RATES | PART_ROOTFS
+_RUN = struct.Struct("<" + "".join(p.format[1:] for p in _PIECES[2:]))
+
+
+def _recordPieces(record: NodeRecord, layout: Layout, parts: int) -> list:
+    """
+    C{(offset in the record, bytes)} of the status fields and of the
+    C{parts} of C{record}, packed (before the record is locked).
+    """
+    if parts & _RUN_PARTS == _RUN_PARTS:
+        pieces = [
+            (_AT_STATUS, _pack(_STATUS, _statusValues(record, layout))),
+            (_AT_COUNTS, _pack(_RUN, (
+                *_countValues(record, layout), *_ticksValues(record, layout),
+                *_memoryValues(record, layout), *_loadValues(record, layout),
+                *_ratesValues(record, layout), *_rootfsValues(record, layout),
+                *_tailValues(record, layout)))),
+        ]
+        if parts & PART_IDENTITY:
+            pieces.append((_AT_IDENTITY, _pack(_IDENTITY, _identityValues(record, layout))))
+    else:
+        pieces = [(at, _pack(st, values(record, layout)))
+                  for part, at, st, values in _FIXED_PIECES if not part or parts & part]
+    if parts & PART_CPUS:
+        pieces.append((layout.cpuOffset, _cpuEntries(record, layout)))
+    if parts & PART_INTERFACES:
+        pieces.append((layout.interfaceOffset, _interfaceEntries(record, layout)))
+    return pieces
+
+
+def _cpuEntries(record: NodeRecord, layout: Layout) -> bytes | bytearray:
+    """
+    The per-CPU entries of C{record}, packed (empty when it has none).
+    """
+    usages = record.cpuUsages[:layout.maxCpus]
+    count = len(usages)
+    if not count:
+        return b""
+    ticks = record.cpuTicks[:8 * count]
+    if len(ticks) < 8 * count:
+        ticks = ticks + [0] * (8 * count - len(ticks))
+    tickStruct, usageStruct = _cpuColumns(count)
+    try:
+        packedTicks = tickStruct.pack(*ticks)
+    except struct.error:  # the file keeps the low 32 bits
+        packedTicks = tickStruct.pack(*[t & _U32 for t in ticks])
+    packedUsages = usageStruct.pack(*[-1.0 if u is None else u for u in usages])  # fit f32
+    # The entries interleave a usage and eight counters per CPU: move
+    # 4-byte words with strided copies rather than a Python loop per CPU.
+    entries = bytearray(CPU_ENTRY.size * count)
+    words = memoryview(entries).cast("I")
+    words[0::9] = memoryview(packedUsages).cast("I")
+    source = memoryview(packedTicks).cast("I")
+    for k in range(8):
+        words[k + 1::9] = source[k::8]
+    return entries
+
+
+@functools.lru_cache(maxsize=None)
+def _cpuColumns(count: int) -> tuple[struct.Struct, struct.Struct]:
+    return struct.Struct(f"<{8 * count}I"), struct.Struct(f"<{count}f")
+
+
+def _interfaceEntries(record: NodeRecord, layout: Layout) -> bytes:
+    """
+    The interface entries of C{record}, packed.
+    """
+    return b"".join(_pack(INTERFACE_ENTRY, (_packText(i.name, IFNAMSIZ), *i.counters()))
+                    for i in (record.interfaces or ())[:layout.maxInterfaces])
 
 
 _F32_MAX = 3.4028234663852886e38
-_LOW32 = (0xFFFFFFFF).__and__
 
 
 def _f32(value: float) -> float:
+    if -_F32_MAX <= value <= _F32_MAX:
+        return value
     return min(max(value, -_F32_MAX), _F32_MAX) if value == value else 0.0
 
 
@@ -321,10 +505,11 @@ def parseRecord(data: bytes | memoryview, layout: Layout) -> NodeRecord:
     valid = v[16]
     nCpus = min(v[3], layout.maxCpus)
     nIfaces = min(v[20], layout.maxInterfaces)
-    cpus = []
-    for i in range(nCpus):
-        usage, *ticks = CPU_ENTRY.unpack_from(data, layout.cpuOffset + i * CPU_ENTRY.size)
-        cpus.append((None if usage < 0 else usage, CpuTicks(*ticks)))
+    entries = _cpuStruct(nCpus).unpack_from(data, layout.cpuOffset) if nCpus else ()
+    usages = [None if usage < 0 else usage for usage in entries[0::9]]
+    ticks = [0] * (8 * nCpus)
+    for k in range(8):
+        ticks[k::8] = entries[k + 1::9]
     interfaces = []
     for i in range(nIfaces):
         name, *counters = INTERFACE_ENTRY.unpack_from(
@@ -342,7 +527,7 @@ def parseRecord(data: bytes | memoryview, layout: Layout) -> NodeRecord:
         load=Load(*v[36:42]) if valid & V_LOAD else None,
         rates=tuple(v[42:46]) if valid & V_RATES else None,
         rootfs=FileSystem(*v[46:52]) if valid & V_ROOTFS else None,
-        cpus=cpus, interfaceCount=v[52],
+        cpuUsages=usages, cpuTicks=ticks, interfaceCount=v[52],
         interfaces=interfaces if valid & V_NET else None, origin=v[53],
     )
 
@@ -649,20 +834,8 @@ class ShmWriter:
         mapping so that nothing can fail half-way through a locked write.
         """
         image = bytearray(layout.recordSize)
-        FIXED.pack_into(image, 0, *_fixedValues(record, 0, layout))
-        cpus = record.cpus[:layout.maxCpus]
-        if cpus:
-            flat: list = []
-            append, extend = flat.append, flat.extend
-            for usage, ticks in cpus:
-                append(-1.0 if usage is None else usage)  # a fraction: fits f32
-                extend(map(_LOW32, ticks))
-            _cpuStruct(len(cpus)).pack_into(image, layout.cpuOffset, *flat)
-        interfaces = (record.interfaces or ())[:layout.maxInterfaces]
-        for i, interface in enumerate(interfaces):
-            INTERFACE_ENTRY.pack_into(
-                image, layout.interfaceOffset + i * INTERFACE_ENTRY.size,
-                _packText(interface.name, IFNAMSIZ), *_clamped64(interface.counters()))
+        for at, data in _recordPieces(record, layout, ALL_PARTS):
+            image[at:at + len(data)] = data
         return image
 
     def _locked(self, offset: int, size: int, body: bytes | bytearray) -> None:
@@ -671,28 +844,47 @@ class ShmWriter:
         (Slice assignment copies; C{struct.pack_into} would first zero its
         target, making the seq even for a moment.)
         """
+        self._lockedPieces(offset, [(4, body)])
+
+    def _lockedPieces(self, offset: int, pieces: list) -> None:
+        """
+        Replace C{(offset in the record, bytes)} pieces of the record at
+        C{offset} under its seqlock.
+        """
         mm = self._mm
         seq = _SEQ.unpack_from(mm, offset)[0]
         if seq & 1:  # a writer died mid-record: start even again
             seq += 1
         mm[offset:offset + 4] = _SEQ.pack((seq + 1) & 0xFFFFFFFF)
-        mm[offset + 4:offset + size] = body
+        for at, data in pieces:
+            at += offset
+            mm[at:at + len(data)] = data
         mm[offset:offset + 4] = _SEQ.pack((seq + 2) & 0xFFFFFFFF)
 
-    def write(self, record: NodeRecord) -> None:
+    def write(self, record: NodeRecord, parts: int = ALL_PARTS) -> None:
         """
         Store C{record} in its node's slot, growing the file when the node
         number is beyond it.  Readers never see a half-written record.
+
+        @param parts: the L{PART_IDENTITY}... bits of what changed since this
+            writer last wrote the record: the rest of the slot is left as
+            it is (recvstats' per-packet path).  Only L{ALL_PARTS}, the
+            default, rewrites the whole slot; it must be the first write of
+            a record, and the write after its number of CPUs or interfaces
+            shrank.
         """
         node = record.node
         if node < FIRST_NODE:
             raise ValueError(f"node {node} is below {FIRST_NODE}")
         layout = self.layout
-        image = self._image(record, layout)
-        if node - FIRST_NODE >= layout.slots:
-            self.grow(max(node - FIRST_NODE + 1, layout.slots * 2))
-            layout = self.layout
-        self._locked(layout.recordOffset(node), layout.recordSize, memoryview(image)[4:])
+        if parts == ALL_PARTS or node - FIRST_NODE >= layout.slots:
+            image = self._image(record, layout)
+            if node - FIRST_NODE >= layout.slots:
+                self.grow(max(node - FIRST_NODE + 1, layout.slots * 2))
+                layout = self.layout
+            self._locked(layout.recordOffset(node), layout.recordSize, memoryview(image)[4:])
+            return
+        self._lockedPieces(layout.recordOffset(node), _recordPieces(record, layout, parts))
 
     def setState(self, node: int, state: int) -> None:
         """
@@ -751,3 +943,6 @@ def _cpuStruct(count: int) -> struct.Struct:
 
 
 assert HEADER.size == 76 and FIXED.size == 464, (HEADER.size, FIXED.size)
+assert "<I" + "".join(p.format[1:] for p in _PIECES) == FIXED.format.replace(" ", "")
+assert (_AT_TICKS, _AT_LOAD, _AT_RATES, _AT_TAIL + _TAIL.size) == (
+    F_TICKS, F_LOADS, F_RATES, FIXED.size)

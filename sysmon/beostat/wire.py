@@ -1,5 +1,5 @@
 """
-The sendstats/recvstats wire format, version 1: a pure codec, no I/O.
+The sendstats/recvstats wire format, version 2: a pure codec, no I/O.
 
 A datagram is a 48-byte header, a run of typed, length-prefixed sections,
 and, when signed, a 32-byte HMAC-SHA-256 trailer.  Status messages carry a
@@ -7,6 +7,9 @@ node's C{/proc} figures; a node too big for one datagram (many CPUs or
 interfaces) sends several parts that share a sequence number and are each
 complete in themselves, so a receiver applies them one by one.  The
 master's update-request and set-rate messages are a header alone.
+
+Messages and blocks are plain attrs classes, not frozen ones, for speed
+(see L{sysmon.beostat.records}); nothing changes them once made.
 
 The format is specified in docs/beostat-wire.md; this module is its
 reference implementation.  L{decode} is bounded by the datagram and raises
@@ -55,7 +58,7 @@ __all__ = [
 ]
 
 MAGIC: Final = b"BEOS"
-VERSION: Final = 1
+VERSION: Final = 2
 DEFAULT_PORT: Final = 3040
 DEFAULT_GROUP: Final = "239.192.3.40"
 #: Ethernet MTU less IPv4 and UDP headers.
@@ -87,15 +90,25 @@ SEC_ROOTFS: Final = 8
 
 _CPUINFO = struct.Struct(">Hf")
 _CPUS = struct.Struct(">HHHI")
-_LOAD = struct.Struct(">fff")
+_LOAD = struct.Struct(">fffIII")
 _NET = struct.Struct(">HHH")
+# Big counters are fixed-width: one unpack instead of a loop per byte
+# (version 1 carried them as varints).
+_TICKS = struct.Struct(">8Q")
+_MEMORY = struct.Struct(">7Q")
+_ROOTFS = struct.Struct(">6Q")
+_COUNTERS = struct.Struct(">8Q")
+_U64 = (1 << 64) - 1
+#: An interface row after its name-length byte, by name length.
+_ROWS = [struct.Struct(f">{size}s8Q") for size in range(IFNAMSIZ)]
+_U32 = (1 << 32) - 1
 _MAX_TEXT = 255
 _VARINT_MAX = (1 << 64) - 1
 
 
 class WireError(ValueError):
     """
-    A datagram that is not a valid version-1 message; the text says why.
+    A datagram that is not a valid version-2 message; the text says why.
     """
 
 
@@ -111,26 +124,55 @@ class BadSignature(WireError):
     """
 
 
-@attrs.frozen
+@attrs.define(unsafe_hash=True)
 class CpuBlock:
     """
-    Per-CPU tick counters for CPUs C{first} to C{first + len(ticks) - 1}.
+    Per-CPU tick counters for CPUs C{first} to C{first + count - 1}, kept
+    flat (eight counters per CPU, in L{CPU_TICK_FIELDS} order) as the wire
+    carries them: recvstats works on the flat row without making an object
+    per CPU.
 
     @ivar total: how many CPUs the node has (this block may hold a part).
-    @ivar first: index of the first CPU in C{ticks}.
-    @ivar base: 0 when C{ticks} are counters since boot; otherwise the
-        sequence number of the sender's earlier status message that the
-        C{ticks} are increments from.
-    @ivar ticks: one L{CpuTicks} per CPU.
+    @ivar first: index of the first CPU in the block.
+    @ivar base: 0 when the counters are counters since boot; otherwise the
+        sequence number of the sender's earlier status message that they
+        are increments from.
+    @ivar values: C{8 * count} counters.
     """
 
     total: int
     first: int
     base: int
-    ticks: tuple[CpuTicks, ...]
+    values: Sequence[int]
+
+    @classmethod
+    def fromTicks(cls, total: int, first: int, base: int,
+                  ticks: Iterable[CpuTicks]) -> CpuBlock:
+        """
+        A block from one L{CpuTicks} per CPU.
+        """
+        values: list[int] = []
+        for row in ticks:
+            values.extend(row)
+        return cls(total=total, first=first, base=base, values=tuple(values))
+
+    @property
+    def count(self) -> int:
+        """
+        How many CPUs the block holds.
+        """
+        return len(self.values) // 8
+
+    @property
+    def ticks(self) -> tuple[CpuTicks, ...]:
+        """
+        One L{CpuTicks} per CPU.
+        """
+        v = self.values
+        return tuple(_newTicks(CpuTicks, v[i:i + 8]) for i in range(0, len(v), 8))
 
 
-@attrs.frozen
+@attrs.define(unsafe_hash=True)
 class NetBlock:
     """
     Rows C{first} to C{first + len(interfaces) - 1} of the node's
@@ -142,7 +184,7 @@ class NetBlock:
     interfaces: tuple[Interface, ...]
 
 
-@attrs.frozen
+@attrs.define(unsafe_hash=True)
 class Message:
     """
     One datagram.
@@ -262,14 +304,27 @@ def _section(kind: int, body: bytes) -> bytes:
     return _SECTION.pack(kind, len(body)) + body
 
 
+def _u64s(values: Iterable[int]) -> list[int]:
+    return [0 if v < 0 else _U64 if v > _U64 else v for v in values]
+
+
+def _u32(value: int) -> int:
+    return 0 if value < 0 else _U32 if value > _U32 else value
+
+
 def _interfaceBytes(interface: Interface) -> bytes:
     # procfs keeps the kernel's bytes of odd names as surrogate escapes.
     name = interface.name.encode("utf-8", "surrogateescape")[: IFNAMSIZ - 1]
-    return bytes([len(name)]) + name + _varints(interface.counters())
+    return bytes([len(name)]) + name + _COUNTERS.pack(*_u64s(interface.counters()))
 
 
-def _cpuBytes(ticks: CpuTicks) -> bytes:
-    return _varints(ticks.astuple())
+def _cpuBytes(ticks: Sequence[int]) -> bytes:
+    return _varints(ticks)
+
+
+def _cpuRows(block: CpuBlock) -> list[bytes]:
+    v = block.values
+    return [_cpuBytes(v[i:i + 8]) for i in range(0, len(v), 8)]
 
 
 def _fixedSections(message: Message) -> list[bytes]:
@@ -283,26 +338,25 @@ def _fixedSections(message: Message) -> list[bytes]:
             _CPUINFO.pack(min(info.count, 0xFFFF), info.mhz) + _clip(info.model, _MAX_TEXT),
         ))
     if message.cpuTotal is not None:
-        sections.append(_section(SEC_CPUTOTAL, _cpuBytes(message.cpuTotal)))
+        sections.append(_section(SEC_CPUTOTAL, _TICKS.pack(*_u64s(message.cpuTotal))))
     if message.memory is not None:
         m = message.memory
-        sections.append(_section(SEC_MEMORY, _varints(
-            (m.total, m.free, m.available, m.buffers, m.cached, m.swapTotal, m.swapFree))))
+        sections.append(_section(SEC_MEMORY, _MEMORY.pack(*_u64s(
+            (m.total, m.free, m.available, m.buffers, m.cached, m.swapTotal, m.swapFree)))))
     if message.load is not None:
         load = message.load
-        sections.append(_section(
-            SEC_LOAD,
-            _LOAD.pack(load.one, load.five, load.fifteen)
-            + _varints((load.running, load.total, load.lastPid)),
-        ))
+        sections.append(_section(SEC_LOAD, _LOAD.pack(
+            load.one, load.five, load.fifteen,
+            _u32(load.running), _u32(load.total), _u32(load.lastPid))))
     if message.rootfs is not None:
         fs = message.rootfs
-        sections.append(_section(SEC_ROOTFS, _varints(
-            (fs.blockSize, fs.blocks, fs.free, fs.available, fs.files, fs.freeFiles))))
+        sections.append(_section(SEC_ROOTFS, _ROOTFS.pack(*_u64s(
+            (fs.blockSize, fs.blocks, fs.free, fs.available, fs.files, fs.freeFiles)))))
     return sections
 
 
 def _cpusSection(block: CpuBlock, items: Sequence[bytes]) -> bytes:
+    # block.first is the first of items; the count is how many items.
     return _section(SEC_CPUS, _CPUS.pack(block.total, block.first, len(items), block.base)
                     + b"".join(items))
 
@@ -336,7 +390,7 @@ def encode(message: Message, key: bytes | None = None) -> bytes:
         raise ValueError("boot id must be 16 bytes")
     sections = _fixedSections(message)
     if message.cpus is not None:
-        sections.append(_cpusSection(message.cpus, [_cpuBytes(t) for t in message.cpus.ticks]))
+        sections.append(_cpusSection(message.cpus, _cpuRows(message.cpus)))
     if message.net is not None:
         sections.append(_netSection(message.net.total, message.net.first,
                                     [_interfaceBytes(i) for i in message.net.interfaces]))
@@ -383,7 +437,7 @@ def encodeStatus(message: Message, key: bytes | None = None,
 
     if message.cpus is not None:
         block = message.cpus
-        spread([_cpuBytes(t) for t in block.ticks], _SECTION.size + _CPUS.size,
+        spread(_cpuRows(block), _SECTION.size + _CPUS.size,
                lambda i, chunk: _cpusSection(
                    attrs.evolve(block, first=block.first + i), chunk))
     if message.net is not None:
@@ -471,10 +525,14 @@ def _readCpuInfo(data: bytes, start: int, stop: int):
     return "cpuInfo", CpuInfo(count=count, mhz=mhz, model=model)
 
 
+def _size(start: int, stop: int, size: int, what: str) -> None:
+    if stop - start != size:
+        raise WireError(f"{what} section is {stop - start} bytes, not {size}")
+
+
 def _readCpuTotal(data: bytes, start: int, stop: int):
-    values, end = _readVarints(data, start, stop, 8)
-    _exact(end, stop, "cpu total")
-    return "cpuTotal", CpuTicks(*values)
+    _size(start, stop, _TICKS.size, "cpu total")
+    return "cpuTotal", _newTicks(CpuTicks, _TICKS.unpack_from(data, start))
 
 
 def _readCpus(data: bytes, start: int, stop: int):
@@ -485,26 +543,21 @@ def _readCpus(data: bytes, start: int, stop: int):
         raise WireError(f"CPUs {first}+{count} of {total}")
     values, end = _readVarints(data, start + _CPUS.size, stop, 8 * count)
     _exact(end, stop, "cpus")
-    make = _newTicks
-    ticks = tuple(make(CpuTicks, values[i:i + 8]) for i in range(0, 8 * count, 8))
-    return "cpus", CpuBlock(total=total, first=first, base=base, ticks=ticks)
+    return "cpus", CpuBlock(total=total, first=first, base=base, values=tuple(values))
 
 
 def _readMemory(data: bytes, start: int, stop: int):
-    values, end = _readVarints(data, start, stop, 7)
-    _exact(end, stop, "memory")
-    return "memory", Memory(*values)
+    _size(start, stop, _MEMORY.size, "memory")
+    return "memory", Memory(*_MEMORY.unpack_from(data, start))
 
 
 def _readLoad(data: bytes, start: int, stop: int):
-    if stop - start < _LOAD.size:
-        raise WireError("short load section")
-    loads = _LOAD.unpack_from(data, start)
-    if any(v != v or v < 0 or v == float("inf") for v in loads):
-        raise WireError("bad load average")
-    values, end = _readVarints(data, start + _LOAD.size, stop, 3)
-    _exact(end, stop, "load")
-    return "load", Load(*loads, *values)
+    _size(start, stop, _LOAD.size, "load")
+    values = _LOAD.unpack_from(data, start)
+    for v in values[:3]:
+        if v != v or v < 0 or v == _INF:
+            raise WireError("bad load average")
+    return "load", Load(*values)
 
 
 def _readNet(data: bytes, start: int, stop: int):
@@ -521,17 +574,22 @@ def _readNet(data: bytes, start: int, stop: int):
         size = data[offset]
         if not 0 < size < IFNAMSIZ or offset + 1 + size > stop:
             raise WireError("bad interface name length")
-        name = data[offset + 1:offset + 1 + size].decode("utf-8", "surrogateescape")
-        values, offset = _readVarints(data, offset + 1 + size, stop, 8)
-        interfaces.append(Interface(name, *values))
+        row = _ROWS[size]  # the name and the counters in one unpack
+        if offset + 1 + row.size > stop:
+            raise WireError("truncated interface")
+        name, *counters = row.unpack_from(data, offset + 1)
+        interfaces.append(Interface(name.decode("utf-8", "surrogateescape"), *counters))
+        offset += 1 + row.size
     _exact(offset, stop, "net")
     return "net", NetBlock(total=total, first=first, interfaces=tuple(interfaces))
 
 
 def _readRootfs(data: bytes, start: int, stop: int):
-    values, end = _readVarints(data, start, stop, 6)
-    _exact(end, stop, "rootfs")
-    return "rootfs", FileSystem(*values)
+    _size(start, stop, _ROOTFS.size, "rootfs")
+    return "rootfs", FileSystem(*_ROOTFS.unpack_from(data, start))
+
+
+_INF = float("inf")
 
 
 _READERS = {

@@ -70,8 +70,8 @@ def makeRecord(node: int, k: int, cpus: int = MAX_CPUS,
         load=Load(small + 0.25, small + 0.5, small + 0.75, k, k + 1, k + 2),
         rates=(float(k), 2.0 * k, 3.0 * k, 4.0 * k),
         rootfs=FileSystem(4096, 10 * k, 5 * k, 4 * k, 3 * k, 2 * k),
-        cpus=[(((k + i) % 256) / 256, CpuTicks(*(k + 10 * i + j for j in range(8))))
-              for i in range(cpus)],
+        cpuUsages=[((k + i) % 256) / 256 for i in range(cpus)],
+        cpuTicks=[k + 10 * i + j for i in range(cpus) for j in range(8)],
         interfaceCount=interfaces,
         interfaces=[Interface(f"e{i}k{k % 1000}", *(k + 10 * i + j for j in range(8)))
                     for i in range(interfaces)],

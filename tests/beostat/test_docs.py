@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import re
 import struct
@@ -131,6 +132,41 @@ def _items(fmt: str) -> list[tuple[int, int, str]]:
     return items
 
 
+def _fields(fmt: str) -> list[tuple[int, int, str]]:
+    """
+    Like L{_items}, but a repeated number (C{8Q}) as that many fields of
+    its own, as the wire document's section tables list them.
+    """
+    order, body = fmt[0], fmt[1:]
+    expanded = "".join(code if code == "s" else code * int(count or 1)
+                       for count, code in re.findall(r"(\d*)([a-zA-Z?])", body))
+    return _items(order + expanded)
+
+
+def _position(text: str, rowStart: int, nameLength: int | None) -> int | None:
+    """
+    The offset a wire section table states: a number, or a sum of numbers,
+    C{r} (the start of the row) and C{L} (the row's name length); L{None}
+    for C{—} (no fixed offset).
+    """
+    if text == "—":
+        return None
+    terms = {"r": rowStart, "L": nameLength}
+    return sum(terms[term] if term in terms else int(term)
+               for term in (part.strip() for part in text.split("+")))
+
+
+def _extent(text: str, nameLength: int | None) -> tuple[int, int]:
+    """
+    The least and most bytes a wire section table's size allows: a
+    number, C{L} (the row's name length) or a range C{a–b}.
+    """
+    if text == "L":
+        return nameLength, nameLength
+    low, _, high = text.partition("–")
+    return int(low), int(high or low)
+
+
 def _docItems(rows: list[dict[str, str]]) -> list[tuple[int, int, str]]:
     # char[N] is the document's name for a text field of byte[N].
     return [(int(r["offset"]), int(r["size"]), r["type"].replace("char[", "byte["))
@@ -195,7 +231,7 @@ def _distinctStatus() -> wire.Message:
         timestamp=1_712_345_678.5, interval=2.5, part=1, parts=3, multicast=True,
         hostname="host.example", cpuInfo=CpuInfo(12, 2250.5, "Model Name"),
         cpuTotal=CpuTicks(*range(1001, 1009)),
-        cpus=wire.CpuBlock(total=9, first=4, base=77, ticks=(
+        cpus=wire.CpuBlock.fromTicks(9, 4, 77, (
             CpuTicks(*range(2001, 2009)), CpuTicks(*range(3001, 3009)))),
         memory=Memory(*range(40_001, 40_008)),
         load=Load(1.5, 2.25, 3.125, 51, 52, 53),
@@ -279,6 +315,22 @@ class WireHeaderTests(SynchronousTestCase):
         self.assertIn(f"**{wire.MAX_DATAGRAM} bytes**", flat)
         self.assertIn(f'`"{wire.MAGIC.decode()}"`', flat)
 
+    def test_version(self):
+        """
+        The document is about the codec's version, and a datagram of the
+        version before it is refused with the message the document quotes.
+        """
+        self.assertTrue(self.text.startswith(f"# beostat wire format, version {wire.VERSION} "))
+        self.assertIn(f"This is version **{wire.VERSION}**.", self.text)
+        [row] = [r for r in _table(self.text, "### Header") if r["field"] == "version"]
+        self.assertEqual(row["meaning"], str(wire.VERSION))
+        old = bytearray(wire.encode(_distinctStatus()))
+        old[4] = wire.VERSION - 1
+        error = self.assertRaises(wire.WireError, wire.decode, bytes(old))
+        self.assertIn(f'(recvstats counts them as bad: "{error}")', _flat(self.text))
+        self.assertIn(f"| `version` ≠ {wire.VERSION} (version {wire.VERSION - 1} included) |",
+                      self.text)
+
     def test_varintExamples(self):
         """
         Every example in the varint table is how the codec writes that
@@ -313,7 +365,7 @@ class WireHeaderTests(SynchronousTestCase):
 class WireSectionTests(SynchronousTestCase):
     """
     Every section's body table lists the fields the encoder writes, in its
-    order and with its types.
+    order, at its offsets and with its types and sizes.
     """
 
     def setUp(self) -> None:
@@ -323,13 +375,24 @@ class WireSectionTests(SynchronousTestCase):
         """
         Read C{body} as the table C{rows} describes: the fields without
         C{[i]} once, then the C{[i]} fields as a group repeated to the end.
+        Each field's stated offset (from the body's start, or for a C{[i]}
+        field C{r + ...} from its row's start, C{L} its name length; C{—}
+        for none) and size (bytes, C{L}, or a range C{a–b}) must be where
+        and how long the field really is.
         """
         head = [r for r in rows if "[i]" not in r["field"]]
-        group = [(r["field"].split(".", 1)[1], r["type"]) for r in rows if "[i]" in r["field"]]
+        group = [r for r in rows if "[i]" in r["field"]]
         offset = 0
+        rowStart = 0
 
-        def field(name: str, kind: str, fields: dict):
+        def field(row: dict[str, str], fields: dict):
             nonlocal offset
+            name, kind = row["field"].split(".", 1)[-1], row["type"]
+            start = offset
+            length = fields.get("nameLength")
+            stated = _position(row["offset"], rowStart, length)
+            if stated is not None:
+                self.assertEqual(stated, start, f"offset of {row['field']}")
             if kind == "varint":
                 end = offset
                 while body[end] & 0x80:
@@ -337,29 +400,38 @@ class WireSectionTests(SynchronousTestCase):
                 value = _leb128(body[offset:end + 1])[0]
                 offset = end + 1
             elif kind == "utf-8":
-                length = fields.get("nameLength", len(body) - offset)
-                value = body[offset:offset + length].decode("utf-8")
+                value = body[offset:].decode("utf-8")
+                offset = len(body)
+            elif kind == "byte[L]":
+                value = body[offset:offset + length].decode("utf-8", "surrogateescape")
                 offset += length
             else:
                 value = _unpack(kind, body, offset, ">")
                 offset += struct.calcsize(">" + {v: k for k, v in _TYPES.items()}[kind])
+            low, high = _extent(row["size"], length)
+            self.assertTrue(low <= offset - start <= high,
+                            f"{row['field']} is {offset - start} bytes, not {row['size']}")
             fields[_camel(name)] = value
 
         top: dict = {}
         for row in head:
-            field(row["field"], row["type"], top)
+            field(row, top)
+        if not group and offset != len(body):
+            self.fail(f"the table reads {offset} bytes of a {len(body)}-byte body")
         groups = []
         while offset < len(body):
+            rowStart = offset
             values: dict = {}
-            for name, kind in group:
-                field(name, kind, values)
+            for row in group:
+                field(row, values)
             groups.append(values)
         return top, groups
 
     def test_bodies(self):
         """
         Each section of a message with distinct values, read by its table,
-        gives back the message's values: field order, types and names.
+        gives back the message's values: field order, offsets, types, sizes
+        and names.
         """
         message = _distinctStatus()
         bodies = _sections(wire.encode(message))
@@ -385,19 +457,113 @@ class WireSectionTests(SynchronousTestCase):
 
     def test_fieldOrders(self):
         """
-        The repeated and all-varint tables follow the records' field orders
-        (C{CPU_TICK_FIELDS}, C{NET_FIELDS}, L{Memory}, L{FileSystem}).
+        The counter tables follow the records' field orders
+        (C{CPU_TICK_FIELDS}, C{NET_FIELDS}, L{Memory}, L{FileSystem},
+        L{Load}) with the codec's types: fixed-width u64 (u32 for load's
+        counts) everywhere but the per-CPU rows, which are varints.
         """
-        def names(heading, prefix=""):
-            return [_camel(r["field"][len(prefix):]) for r in _table(self.text, heading)
-                    if r["field"].startswith(prefix) and r["type"] == "varint"]
+        def names(heading, kind, prefix=""):
+            rows = [r for r in _table(self.text, heading) if r["field"].startswith(prefix)]
+            return [_camel(r["field"][len(prefix):]) for r in rows if r["type"] == kind]
 
-        self.assertEqual(names("### cputotal (3)"), list(CPU_TICK_FIELDS))
-        self.assertEqual(names("### cpus (4)", "cpu[i]."), list(CPU_TICK_FIELDS))
-        self.assertEqual(names("### net (7)", "interface[i]."), list(NET_FIELDS))
-        self.assertEqual(names("### memory (5)"), [f.name for f in attrs.fields(Memory)])
-        self.assertEqual(names("### rootfs (8)"), [f.name for f in attrs.fields(FileSystem)])
-        self.assertEqual(names("### load (6)"), ["running", "total", "lastPid"])
+        self.assertEqual(names("### cputotal (3)", "u64"), list(CPU_TICK_FIELDS))
+        self.assertEqual(names("### cpus (4)", "varint", "cpu[i]."), list(CPU_TICK_FIELDS))
+        self.assertEqual(names("### net (7)", "u64", "interface[i]."), list(NET_FIELDS))
+        self.assertEqual(names("### memory (5)", "u64"), [f.name for f in attrs.fields(Memory)])
+        self.assertEqual(names("### rootfs (8)", "u64"),
+                         [f.name for f in attrs.fields(FileSystem)])
+        self.assertEqual(names("### load (6)", "f32"), ["one", "five", "fifteen"])
+        self.assertEqual(names("### load (6)", "u32"), ["running", "total", "lastPid"])
+        # Varints are the per-CPU rows' alone.
+        for row in _table(self.text, "### Section types"):
+            heading = f"### {row['name']} ({row['code']})"
+            varints = [r["field"] for r in _table(self.text, heading) if r["type"] == "varint"]
+            self.assertEqual(varints, [f"cpu[i].{n}" for n in CPU_TICK_FIELDS]
+                             if row["name"] == "cpus" else [], heading)
+
+    #: The fixed-size sections and the codec's struct for each.
+    FIXED = {"cputotal": wire._TICKS, "memory": wire._MEMORY, "load": wire._LOAD,
+             "rootfs": wire._ROOTFS}
+
+    def test_fixedSizes(self):
+        """
+        The fixed-size sections' tables are their structs (offsets, sizes,
+        types, field after field), each says its body is exactly the
+        struct's size, and so does the sections' rule; the fixed heads of
+        cpuinfo, cpus and net, and the interface row's counters, are
+        their structs too.
+        """
+        codes = {r["name"]: int(r["code"]) for r in _table(self.text, "### Section types")}
+        rule = []
+        for name, layout in self.FIXED.items():
+            heading = f"### {name} ({codes[name]})"
+            rows = _table(self.text, heading)
+            self.assertEqual(_docItems(rows), _fields(layout.format), name)
+            self.assertEqual(int(rows[-1]["offset"]) + int(rows[-1]["size"]), layout.size)
+            intro = _flat(self.text[self.text.index(heading):])
+            self.assertTrue(intro.startswith(f"{heading} Body: exactly {layout.size} bytes,"),
+                            intro[:80])
+            rule.append(f"{name} {layout.size} bytes")
+        self.assertIn("Four sections have a fixed size: {}, {}, {} and {}.".format(*rule),
+                      _flat(self.text))
+        for heading, layout in (("### cpuinfo (2)", wire._CPUINFO), ("### cpus (4)", wire._CPUS),
+                                ("### net (7)", wire._NET)):
+            rows = [r for r in _table(self.text, heading)
+                    if r["type"] != "utf-8" and "[i]" not in r["field"]]
+            self.assertEqual(_docItems(rows), _fields(layout.format), heading)
+        counters = [r for r in _table(self.text, "### net (7)") if r["type"] == "u64"]
+        self.assertEqual(sum(int(r["size"]) for r in counters), wire._COUNTERS.size)
+        self.assertEqual(len(counters), len(_fields(wire._COUNTERS.format)))
+        self.assertIn(f"a row is {1 + wire._COUNTERS.size} + L bytes", _flat(self.text))
+
+    def test_fixedSizeEnforced(self):
+        """
+        As the document says, a fixed-size section one byte longer or
+        shorter than its size makes the datagram invalid.
+        """
+        data = wire.encode(_distinctStatus())
+        for name, layout in self.FIXED.items():
+            code = getattr(wire, f"SEC_{name.upper()}")
+            for delta in (-1, 1):
+                sections = []
+                for kind, body in _sections(data).items():
+                    if kind == code:
+                        body = body[:layout.size - 1] if delta < 0 else body + b"\0"
+                    sections.append(struct.pack(">HH", kind, len(body)) + body)
+                payload = b"".join(sections)
+                bad = data[:46] + struct.pack(">H", len(payload)) + payload
+                self.assertRaises(wire.WireError, wire.decode, bad)
+                # The same bytes with the right length are valid.
+                if delta > 0:
+                    good = bad[:46] + struct.pack(">H", len(payload) - 1) + b"".join(
+                        s if s[:2] != struct.pack(">H", code) else
+                        struct.pack(">HH", code, layout.size) + s[4:4 + layout.size]
+                        for s in sections)
+                    wire.decode(good)
+
+    def test_clamping(self):
+        """
+        Senders clamp integers into their field's range, as the conventions
+        say: negative values to 0, larger ones to the type's maximum.
+        """
+        self.assertIn("(2⁶⁴−1 for `u64` and `varint`, 2³²−1 for `u32`, 65535 for cpuinfo's "
+                      "count)", _flat(self.text))
+        u64, u32 = (1 << 64) - 1, (1 << 32) - 1
+        message = attrs.evolve(
+            _distinctStatus(), cpuInfo=CpuInfo(70_000, 1.0, "m"),
+            cpuTotal=CpuTicks(-1, 1 << 70, 0, 0, 0, 0, 0, 0),
+            cpus=wire.CpuBlock.fromTicks(9, 4, 77, [CpuTicks(-1, 1 << 70, 0, 0, 0, 0, 0, 0)]),
+            memory=Memory(-1, 1 << 70, 0, 0, 0, 0, 0), load=Load(0.0, 0.0, 0.0, -1, 1 << 40, 0),
+            net=wire.NetBlock(6, 3, (Interface("e", -1, 1 << 70, 0, 0, 0, 0, 0, 0),)),
+            rootfs=FileSystem(-1, 1 << 70, 0, 0, 0, 0))
+        decoded = wire.decode(wire.encode(message))
+        self.assertEqual(decoded.cpuInfo.count, 65535)
+        self.assertEqual(decoded.cpuTotal[:2], (0, u64))
+        self.assertEqual(tuple(decoded.cpus.values[:2]), (0, u64))
+        self.assertEqual((decoded.memory.total, decoded.memory.free), (0, u64))
+        self.assertEqual((decoded.load.running, decoded.load.total), (0, u32))
+        self.assertEqual(decoded.net.interfaces[0].counters()[:2], (0, u64))
+        self.assertEqual((decoded.rootfs.blockSize, decoded.rootfs.blocks), (0, u64))
 
 
 # -- the example datagram ------------------------------------------------------------
@@ -534,8 +700,15 @@ class ExampleDatagramTests(SynchronousTestCase):
                 expected = cpus.ticks[int(m.group(1)) - cpus.first].astuple()
             elif m := re.fullmatch(r"interface\[(\d+)\](?:\.(\w+)| counters)", label):
                 interface = net.interfaces[int(m.group(1)) - net.first]
-                expected = {None: interface.counters(), "name": (interface.name,),
-                            "name_length": (len(interface.name.encode()),)}[m.group(2)]
+                name = m.group(2)
+                if name is None:
+                    expected = interface.counters()
+                elif name == "name":
+                    expected = (interface.name,)
+                elif name == "name_length":
+                    expected = (len(interface.name.encode()),)
+                else:
+                    expected = (getattr(interface, _camel(name)),)
             else:
                 section, *names = label.split()
                 fields = sections[section]
@@ -544,6 +717,47 @@ class ExampleDatagramTests(SynchronousTestCase):
             self.assertEqual(stated, expected, label)
             checked += 1
         self.assertEqual(checked, len(self.rows) - 1)
+
+    def test_rowsFollowTables(self):
+        """
+        Each annotated row of a section field is at the offset, and of the
+        type, that the section's table gives that field, so that a row
+        cannot be labelled with another field of the same value.
+        """
+        codes = {r["name"]: r["code"] for r in _table(self.text, "### Section types")}
+        section = bodyStart = rowStart = nameLength = None
+        checked = 0
+        for row in self.rows:
+            label, at = row["field"], int(row["offset"])
+            if label == "section_type":
+                section = row["value"].split("(")[1].rstrip(")")
+                continue
+            if label == "section_length":
+                bodyStart = at + 2
+                continue
+            if section is None or label == "signature":
+                continue
+            table = {r["field"]: r for r in _table(self.text, f"### {section} ({codes[section]})")}
+            if m := re.fullmatch(r"(\w+)\[(\d+)\]\.(\w+)", label):
+                name = f"{m.group(1)}[i].{m.group(3)}"
+                if m.group(3) == "name_length":
+                    rowStart = at - bodyStart
+                    nameLength = _values(row["value"])[0]
+            elif re.fullmatch(r"cpu\[\d+\]", label):
+                self.assertEqual(row["type"], "8 × varint")
+                self.assertEqual({table[f"cpu[i].{f}"]["type"] for f in CPU_TICK_FIELDS},
+                                 {"varint"})
+                continue
+            else:
+                prefix, name = label.split(" ", 1)
+                self.assertEqual(prefix, section, label)
+            self.assertIn(name, table, label)
+            stated = _position(table[name]["offset"], rowStart, nameLength)
+            self.assertEqual(stated, at - bodyStart, label)
+            self.assertEqual(row["type"], table[name]["type"].replace("[L]", f"[{nameLength}]"),
+                             label)
+            checked += 1
+        self.assertGreater(checked, 40)
 
     def test_signature(self):
         """
@@ -653,7 +867,9 @@ class SizeBudgetTests(SynchronousTestCase):
         """
         The table of an increments message's parts gives each section's
         real size and the real total, signed and unsigned, and it is one
-        datagram.
+        datagram; each row's sum adds up to its bytes, with the section
+        header, the fixed sections' struct sizes, the cpus head and rows,
+        and the net head and interface rows as the codec has them.
         """
         full, increments = budgetMessages(90)
         self.assertNotEqual(increments.cpus.base, 0)
@@ -666,40 +882,83 @@ class SizeBudgetTests(SynchronousTestCase):
         sizes["hmac-sha-256"] = wire.SIGNATURE_SIZE
         rows = _table(self.text, "## Size budget")
         stated = {}
+        sums = {}
         for row in rows:
-            name = row["part of the datagram"].strip("*").split(" (")[0].lower()
-            stated[name] = row["bytes"]
+            label = row["part of the datagram"].strip("*")
+            name, _, formula = label.partition(" (")
+            stated[name.lower()] = row["bytes"]
+            if formula:
+                sums[name.lower()] = formula.rstrip(")")
         total = stated.pop("total")
         self.assertEqual({k: int(v) for k, v in stated.items()}, sizes)
         self.assertEqual(total, f"**{len(signed)}** ({len(unsigned)} unsigned)")
         self.assertMentions(f"{wire.MAX_DATAGRAM - len(signed)} bytes to spare")
-        cpus = _table(self.text, "## Size budget")[5]["part of the datagram"]
+        # Each formula adds up to its row's bytes...
+        for name, formula in sums.items():
+            value = sum(math.prod(int(factor) for factor in term.split(" × "))
+                        for term in formula.split(" + "))
+            self.assertEqual(value, sizes[name], name)
+        # ...and its terms are the codec's.
+        header = wire._SECTION.size
+        for name in ("cputotal", "memory", "load", "rootfs"):
+            layout = WireSectionTests.FIXED[name]
+            self.assertEqual(sums[name], f"{header} + {layout.size}")
         rowSize = len(wire._cpuBytes(increments.cpus.ticks[0]))
-        self.assertEqual(cpus, f"cpus (4 + 10 + 64 × {rowSize})")
+        self.assertEqual(
+            {len(row) for row in wire._cpuRows(increments.cpus)}, {rowSize})
+        self.assertEqual(sums["cpus"], f"{header} + {wire._CPUS.size} + 64 × {rowSize}")
+        interfaces = increments.net.interfaces
+        nameBytes = sum(len(i.name) for i in interfaces)
+        self.assertEqual(
+            sums["net"], f"{header} + {wire._NET.size} + {len(interfaces)} × "
+            f"{1 + wire._COUNTERS.size} + {nameBytes}")
+        self.assertMentions(f"{len(interfaces)} interface rows of {1 + wire._COUNTERS.size} "
+                            f"bytes plus their names, {nameBytes} bytes in all")
+        rowSizes = [len(wire._interfaceBytes(i)) for i in interfaces]
+        self.assertMentions(f"(1 + name + 8 × 8 = {min(rowSizes)}–{max(rowSizes)} bytes per "
+                            "row, whatever the counters)")
+        self.assertEqual(8 * 8, wire._COUNTERS.size)
+        self.assertMentions("one second's increments such as `{} {} {} {} {} {} {} {}` "
+                            "({} bytes per CPU)".format(*increments.cpus.ticks[0], rowSize))
 
     def test_otherUptimes(self):
         """
-        The signed sizes quoted for other uptimes are the measured ones.
+        What the document says of other uptimes is measured: the
+        increments message's signed size (the same at every uptime, if it
+        says so), and the full message's two parts.
         """
-        sizes = [len(wire.encodeStatus(budgetMessages(days)[1], self.KEY)[0])
-                 for days in (1, 30, 365)]
-        self.assertMentions("(Up 1, 30 and 365 days instead of 90: {}, {} and {} bytes signed.)"
-                      .format(*sizes))
+        _, reference = budgetMessages(90)
+        [reference] = wire.encodeStatus(reference, self.KEY)
+        sizes = []
+        for days in (1, 30, 365):
+            full, increments = budgetMessages(days)
+            sizes.append([len(d) for d in wire.encodeStatus(increments, self.KEY)])
+            self.assertEqual(len(wire.encodeStatus(full, self.KEY)), 2, days)
+        self.assertMentions("Up 1, 30 or 365 days it takes two datagrams as well.")
+        self.assertEqual(sizes, [[len(reference)]] * 3)
+        self.assertMentions(f"Up 1, 30 or 365 days instead of 90, it is the same "
+                            f"{len(reference)} bytes signed")
 
     def test_mostCpus(self):
         """
         The largest CPU count whose increments message still fits one
-        signed datagram with the budget's interfaces is the one quoted.
+        signed datagram with the budget's interfaces is the one quoted, and
+        so is the largest whose full message does.
         """
-        _, increments = budgetMessages(90)
-        row = increments.cpus.ticks[0]
-        count = 64
-        while True:
-            block = attrs.evolve(increments.cpus, total=count + 1, ticks=(row,) * (count + 1))
-            if len(wire.encodeStatus(attrs.evolve(increments, cpus=block), self.KEY)) > 1:
-                break
-            count += 1
-        self.assertMentions(f"up to {count} CPUs fit")
+        full, increments = budgetMessages(90)
+
+        def most(message: wire.Message, row: CpuTicks) -> int:
+            count = 0
+            while True:
+                block = wire.CpuBlock.fromTicks(count + 1, 0, message.cpus.base,
+                                                (row,) * (count + 1))
+                if len(wire.encodeStatus(attrs.evolve(message, cpus=block), self.KEY)) > 1:
+                    return count
+                count += 1
+
+        self.assertMentions(f"up to {most(increments, increments.cpus.ticks[0])} CPUs fit")
+        self.assertMentions("a full message fits one signed datagram only up to "
+                            f"{most(full, full.cpus.ticks[0])} CPUs")
 
     def test_fullMessage(self):
         """
@@ -746,7 +1005,7 @@ def _sampleRecord() -> shm.NodeRecord:
         ticks=CpuTicks(*range(101, 109)), memory=Memory(*range(201, 208)),
         load=Load(0.5, 0.25, 0.125, 4, 321, 7654), rates=(1.5, 2.5, 3.5, 4.5),
         rootfs=FileSystem(*range(301, 307)),
-        cpus=[(0.25, CpuTicks(*range(401, 409))), (None, CpuTicks(*range(501, 509)))],
+        cpuUsages=[0.25, None], cpuTicks=[*range(401, 409), *range(501, 509)],
         interfaceCount=4,
         interfaces=[Interface("eth0", *range(601, 609)), Interface("ib0", *range(701, 709))],
         origin=recv.ORIGIN_IPBASE,

@@ -235,7 +235,10 @@ class UnicastTests(SynchronousTestCase):
         pair.startRecv("--no-multicast", "--bind", "127.0.0.1", "-p", str(port))
         snapshot = procfs.readSnapshot(pair.tree.root, pair.rootfs)
         good = StatusBuilder(7, b"G" * 16, "good-node", 1.0)
-        other = StatusBuilder(8, b"H" * 16, "other", 1.0)
+        # The mutated datagrams are another node's; its number differs from
+        # 7 in two bytes, so that mutations do not make good packets of
+        # node 7 (every byte of a fixed-width field decodes).
+        other = StatusBuilder(0x0F08, b"H" * 16, "other", 1.0)
         rng = random.Random(5)
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(sock.close)

@@ -39,8 +39,8 @@ def status(cpus: int = 2, ifaces: int = 2, base: int = 0, **kw) -> wire.Message:
         interval=1.5, hostname="node007.cluster", multicast=True,
         cpuInfo=CpuInfo(cpus, 2400.0, "Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz"),
         cpuTotal=CpuTicks(1, 2, 3, 4, 5, 6, 7, 8),
-        cpus=wire.CpuBlock(total=cpus, first=0, base=base,
-                           ticks=tuple(cpuTicks(i, 0 if base else 1) for i in range(cpus))),
+        cpus=wire.CpuBlock.fromTicks(cpus, 0, base,
+                                     [cpuTicks(i, 0 if base else 1) for i in range(cpus)]),
         memory=Memory(16 << 30, 8 << 30, 12 << 30, 1 << 20, 3 << 30, 2 << 30, 2 << 30),
         load=Load(0.5, 0.25, 0.125, 3, 456, 78901),
         net=wire.NetBlock(total=ifaces, first=0, interfaces=interfaces(ifaces)),
@@ -63,7 +63,7 @@ class RoundTripTests(SynchronousTestCase):
         [datagram] = wire.encodeStatus(message)
         self.assertEqual(wire.decode(datagram), message)
         self.assertEqual(datagram[:4], b"BEOS")
-        self.assertEqual(datagram[4], 1)
+        self.assertEqual(datagram[4], 2)
 
     def test_header(self):
         """
@@ -204,7 +204,8 @@ class MalformedTests(SynchronousTestCase):
         good = wire.encode(status())
         self.assertBad(good[:20], "shorter than a header")
         self.assertBad(b"XXXX" + good[4:], "bad magic")
-        self.assertBad(good[:4] + b"\x02" + good[5:], "version 2")
+        self.assertBad(good[:4] + b"\x01" + good[5:], "version 1 (this is version 2)")
+        self.assertBad(good[:4] + b"\x03" + good[5:], "version 3")
         self.assertBad(good[:5] + b"\x09" + good[6:], "unknown message type")
         self.assertBad(good[:44] + b"\x01\x01" + good[46:], "part 1 of 1")
         self.assertBad(good[:-1], "does not match")
@@ -213,17 +214,21 @@ class MalformedTests(SynchronousTestCase):
         header = good[:46] + struct.pack(">H", len(body))
         self.assertBad(header + body, "runs past the end")
         # the same section twice
-        memory = struct.pack(">HH", wire.SEC_MEMORY, 7) + b"\0" * 7
-        self.assertBad(good[:46] + struct.pack(">H", 22) + memory * 2, "twice")
+        memory = struct.pack(">HH", wire.SEC_MEMORY, 56) + b"\0" * 56
+        self.assertBad(good[:46] + struct.pack(">H", 120) + memory * 2, "twice")
+        # a fixed-size section of the wrong size
+        memory = struct.pack(">HH", wire.SEC_MEMORY, 57) + b"\0" * 57
+        self.assertBad(good[:46] + struct.pack(">H", 61) + memory, "memory section is 57 bytes, not 56")
         # stray bytes after the numbers of a section
-        memory = struct.pack(">HH", wire.SEC_MEMORY, 8) + b"\0" * 8
-        self.assertBad(good[:46] + struct.pack(">H", 12) + memory, "stray")
+        cpus = struct.pack(">HH", wire.SEC_CPUS, 19) + struct.pack(">HHHI", 1, 0, 1, 0) + b"\0" * 9
+        self.assertBad(good[:46] + struct.pack(">H", len(cpus)) + cpus, "stray")
         # a CPU block claiming rows beyond the node's total
         cpus = struct.pack(">HH", wire.SEC_CPUS, 10) + struct.pack(">HHHI", 2, 1, 2, 0)
         self.assertBad(good[:46] + struct.pack(">H", len(cpus)) + cpus, "CPUs 1+2 of 2")
         # a number of more than 64 bits
-        total = struct.pack(">HH", wire.SEC_CPUTOTAL, 18) + b"\xff" * 17 + b"\x01"
-        self.assertBad(good[:46] + struct.pack(">H", len(total)) + total, "64 bits")
+        cpus = (struct.pack(">HH", wire.SEC_CPUS, 28) + struct.pack(">HHHI", 1, 0, 1, 0)
+                + b"\xff" * 17 + b"\x01" + b"\0" * 7)
+        self.assertBad(good[:46] + struct.pack(">H", len(cpus)) + cpus, "64 bits")
 
     @settings(max_examples=2000, deadline=None)
     @given(st.binary(max_size=1600))
