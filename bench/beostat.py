@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 
-import attrs
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -182,7 +182,7 @@ class Template:
             elif kind == wire.SEC_CPUTOTAL:
                 advance(start, (0, 2, 3), before.cpuTotal.astuple(), after.cpuTotal.astuple())
             elif kind == wire.SEC_MEMORY:
-                advance(start, (1, 2), attrs.astuple(before.memory), attrs.astuple(after.memory))
+                advance(start, (1, 2), before.memory, after.memory)
             elif kind == wire.SEC_LOAD:
                 self.load = start
             elif kind == wire.SEC_NET:

@@ -4,10 +4,11 @@ recvstats/sendstats: the C{/proc} parsers produce them, the wire codec
 carries them, the gmond mapping fills them from Ganglia metrics, and the
 shared-memory writer stores them.
 
-The per-packet records (L{Memory}, L{Load}, L{Interface}, L{FileSystem})
-are plain attrs classes, not frozen ones, though nothing changes them after
-they are made: a frozen attrs class takes four times as long to make, and
-recvstats makes several per packet, tens of thousands of packets a second.
+The per-packet records (L{CpuTicks}, L{Memory}, L{Load}, L{Interface},
+L{FileSystem}) are named tuples: recvstats makes several per packet, tens
+of thousands of packets a second, straight from C{struct} unpacks, and packs
+them again into the shared-memory file; a named tuple is the cheapest
+immutable record for both.
 
 Units are the kernel's and libbeostat's: CPU time in clock ticks
 (C{USER_HZ}), memory and file-system sizes in bytes, loads as floats,
@@ -133,8 +134,7 @@ class CpuInfo:
     model: str = ""
 
 
-@attrs.define(unsafe_hash=True)
-class Memory:
+class Memory(NamedTuple):
     """
     C{/proc/meminfo}'s main figures, in bytes.
     """
@@ -148,8 +148,7 @@ class Memory:
     swapFree: int = 0
 
 
-@attrs.define(unsafe_hash=True)
-class Load:
+class Load(NamedTuple):
     """
     C{/proc/loadavg}: three load averages, running and total scheduling
     entities, and the last pid handed out.
@@ -163,8 +162,7 @@ class Load:
     lastPid: int = 0
 
 
-@attrs.define(unsafe_hash=True)
-class Interface:
+class Interface(NamedTuple):
     """
     One row of C{/proc/net/dev}.
     """
@@ -183,12 +181,10 @@ class Interface:
         """
         The counters in L{NET_FIELDS} order.
         """
-        return (self.rxBytes, self.rxPackets, self.rxErrors, self.rxDrops,
-                self.txBytes, self.txPackets, self.txErrors, self.txDrops)
+        return self[1:]
 
 
-@attrs.define(unsafe_hash=True)
-class FileSystem:
+class FileSystem(NamedTuple):
     """
     C{statfs(2)} of a node's root file system: the fundamental block size,
     blocks in all / free / available to unprivileged users, inodes in all /

@@ -292,8 +292,9 @@ class Recvstats:
 
     def _apply(self, node: int, origin: int, message: wire.Message,
                addr: tuple[str, int]) -> None:
-        key = addr[0]
-        state = self._claim(node, key, origin)
+        state = self.nodes.get(node)
+        if state is None or state.origin != origin:
+            state = self._claim(node, addr[0], origin)
         record = state.record
         if record.address and record.address != addr[0] and record.state == shm.UP \
                 and record.source == shm.SENDSTATS:
@@ -322,7 +323,7 @@ class Recvstats:
                 record.lost += gap - 1
         record.sequence = message.sequence
         record.packets += 1
-        record.updated = self.now()
+        record.updated = self.wallClock()
         record.senderTime = message.timestamp
         record.interval = message.interval
         if record.state != shm.UP:

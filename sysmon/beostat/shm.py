@@ -268,14 +268,14 @@ class NodeRecord:
         """
         The record's valid bits.
         """
-        bits = 0
-        for flag, value in ((V_CPUINFO, self.mhz), (V_TICKS, self.ticks),
-                            (V_MEMORY, self.memory), (V_LOAD, self.load),
-                            (V_NET, self.interfaces), (V_ROOTFS, self.rootfs),
-                            (V_USAGE, self.cpuUsage), (V_RATES, self.rates)):
-            if value is not None:
-                bits |= flag
-        return bits
+        return ((V_CPUINFO if self.mhz is not None else 0)
+                | (V_TICKS if self.ticks is not None else 0)
+                | (V_MEMORY if self.memory is not None else 0)
+                | (V_LOAD if self.load is not None else 0)
+                | (V_NET if self.interfaces is not None else 0)
+                | (V_ROOTFS if self.rootfs is not None else 0)
+                | (V_USAGE if self.cpuUsage is not None else 0)
+                | (V_RATES if self.rates is not None else 0))
 
 
 # The fixed part cut into the pieces that change together, so that a write
@@ -333,8 +333,7 @@ def _ticksValues(record: NodeRecord, layout: Layout) -> tuple:
 
 
 def _memoryValues(record: NodeRecord, layout: Layout) -> tuple:
-    m = record.memory or _NO_MEMORY
-    return m.total, m.free, m.available, m.buffers, m.cached, m.swapTotal, m.swapFree
+    return record.memory or _NO_MEMORY
 
 
 def _loadValues(record: NodeRecord, layout: Layout) -> tuple:
@@ -348,8 +347,7 @@ def _ratesValues(record: NodeRecord, layout: Layout) -> tuple:
 
 
 def _rootfsValues(record: NodeRecord, layout: Layout) -> tuple:
-    fs = record.rootfs or _NO_ROOTFS
-    return fs.blockSize, fs.blocks, fs.free, fs.available, fs.files, fs.freeFiles
+    return record.rootfs or _NO_ROOTFS
 
 
 def _tailValues(record: NodeRecord, layout: Layout) -> tuple:
@@ -484,7 +482,7 @@ def _interfaceEntries(record: NodeRecord, layout: Layout) -> bytes:
     """
     The interface entries of C{record}, packed.
     """
-    return b"".join(_pack(INTERFACE_ENTRY, (_packText(i.name, IFNAMSIZ), *i.counters()))
+    return b"".join(_pack(INTERFACE_ENTRY, (_packText(i.name, IFNAMSIZ), *i[1:]))
                     for i in (record.interfaces or ())[:layout.maxInterfaces])
 
 

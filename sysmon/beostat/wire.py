@@ -26,7 +26,6 @@ from typing import Final, Iterable, Sequence
 
 import attrs
 
-from sysmon.beostat.records import _newTicks
 from sysmon.beostat.records import (
     IFNAMSIZ,
     CpuInfo,
@@ -99,6 +98,9 @@ _MEMORY = struct.Struct(">7Q")
 _ROOTFS = struct.Struct(">6Q")
 _COUNTERS = struct.Struct(">8Q")
 _U64 = (1 << 64) - 1
+#: A named tuple from a tuple of its fields, without its class's argument
+#: handling (the decoder makes several per datagram).
+_newTuple = tuple.__new__
 #: An interface row after its name-length byte, by name length.
 _ROWS = [struct.Struct(f">{size}s8Q") for size in range(IFNAMSIZ)]
 _U32 = (1 << 32) - 1
@@ -137,13 +139,14 @@ class CpuBlock:
     @ivar base: 0 when the counters are counters since boot; otherwise the
         sequence number of the sender's earlier status message that they
         are increments from.
-    @ivar values: C{8 * count} counters.
+    @ivar values: C{8 * count} counters (C{bytes} when every one is below
+        128, as increments usually are: the datagram's own bytes).
     """
 
     total: int
     first: int
     base: int
-    values: Sequence[int]
+    values: Sequence[int] = attrs.field(eq=tuple)  # bytes when all are small
 
     @classmethod
     def fromTicks(cls, total: int, first: int, base: int,
@@ -169,7 +172,7 @@ class CpuBlock:
         One L{CpuTicks} per CPU.
         """
         v = self.values
-        return tuple(_newTicks(CpuTicks, v[i:i + 8]) for i in range(0, len(v), 8))
+        return tuple(_newTuple(CpuTicks, v[i:i + 8]) for i in range(0, len(v), 8))
 
 
 @attrs.define(unsafe_hash=True)
@@ -245,15 +248,19 @@ def _varints(values: Iterable[int]) -> bytes:
     return bytes(out)
 
 
-def _readVarints(data: bytes, offset: int, end: int, count: int) -> tuple[list[int], int]:
+def _readVarints(data: bytes, offset: int, end: int,
+                 count: int) -> tuple[Sequence[int], int]:
     """
     C{count} varints from C{data[offset:end]}; returns them and the offset
     after the last one.
     """
-    # Fast path: a run of one-byte varints (small increments) is its bytes.
+    # Fast path: a run of one-byte varints (small increments) is its bytes,
+    # returned as they are (bytes are a sequence of numbers).
     stop = offset + count
-    if count and stop <= end and max(data[offset:stop]) < 0x80:
-        return list(data[offset:stop]), stop
+    if count and stop <= end:
+        run = data[offset:stop]
+        if max(run) < 0x80:
+            return run, stop
     values: list[int] = []
     append = values.append
     try:
@@ -341,8 +348,7 @@ def _fixedSections(message: Message) -> list[bytes]:
         sections.append(_section(SEC_CPUTOTAL, _TICKS.pack(*_u64s(message.cpuTotal))))
     if message.memory is not None:
         m = message.memory
-        sections.append(_section(SEC_MEMORY, _MEMORY.pack(*_u64s(
-            (m.total, m.free, m.available, m.buffers, m.cached, m.swapTotal, m.swapFree)))))
+        sections.append(_section(SEC_MEMORY, _MEMORY.pack(*_u64s(m))))
     if message.load is not None:
         load = message.load
         sections.append(_section(SEC_LOAD, _LOAD.pack(
@@ -350,8 +356,7 @@ def _fixedSections(message: Message) -> list[bytes]:
             _u32(load.running), _u32(load.total), _u32(load.lastPid))))
     if message.rootfs is not None:
         fs = message.rootfs
-        sections.append(_section(SEC_ROOTFS, _ROOTFS.pack(*_u64s(
-            (fs.blockSize, fs.blocks, fs.free, fs.available, fs.files, fs.freeFiles)))))
+        sections.append(_section(SEC_ROOTFS, _ROOTFS.pack(*_u64s(fs))))
     return sections
 
 
@@ -532,7 +537,7 @@ def _size(start: int, stop: int, size: int, what: str) -> None:
 
 def _readCpuTotal(data: bytes, start: int, stop: int):
     _size(start, stop, _TICKS.size, "cpu total")
-    return "cpuTotal", _newTicks(CpuTicks, _TICKS.unpack_from(data, start))
+    return "cpuTotal", _newTuple(CpuTicks, _TICKS.unpack_from(data, start))
 
 
 def _readCpus(data: bytes, start: int, stop: int):
@@ -543,12 +548,12 @@ def _readCpus(data: bytes, start: int, stop: int):
         raise WireError(f"CPUs {first}+{count} of {total}")
     values, end = _readVarints(data, start + _CPUS.size, stop, 8 * count)
     _exact(end, stop, "cpus")
-    return "cpus", CpuBlock(total=total, first=first, base=base, values=tuple(values))
+    return "cpus", CpuBlock(total=total, first=first, base=base, values=values)
 
 
 def _readMemory(data: bytes, start: int, stop: int):
     _size(start, stop, _MEMORY.size, "memory")
-    return "memory", Memory(*_MEMORY.unpack_from(data, start))
+    return "memory", _newTuple(Memory, _MEMORY.unpack_from(data, start))
 
 
 def _readLoad(data: bytes, start: int, stop: int):
@@ -557,7 +562,7 @@ def _readLoad(data: bytes, start: int, stop: int):
     for v in values[:3]:
         if v != v or v < 0 or v == _INF:
             raise WireError("bad load average")
-    return "load", Load(*values)
+    return "load", _newTuple(Load, values)
 
 
 def _readNet(data: bytes, start: int, stop: int):
@@ -578,7 +583,8 @@ def _readNet(data: bytes, start: int, stop: int):
         if offset + 1 + row.size > stop:
             raise WireError("truncated interface")
         name, *counters = row.unpack_from(data, offset + 1)
-        interfaces.append(Interface(name.decode("utf-8", "surrogateescape"), *counters))
+        interfaces.append(_newTuple(Interface, (name.decode("utf-8", "surrogateescape"),
+                                                *counters)))
         offset += 1 + row.size
     _exact(offset, stop, "net")
     return "net", NetBlock(total=total, first=first, interfaces=tuple(interfaces))
@@ -586,7 +592,7 @@ def _readNet(data: bytes, start: int, stop: int):
 
 def _readRootfs(data: bytes, start: int, stop: int):
     _size(start, stop, _ROOTFS.size, "rootfs")
-    return "rootfs", FileSystem(*_ROOTFS.unpack_from(data, start))
+    return "rootfs", _newTuple(FileSystem, _ROOTFS.unpack_from(data, start))
 
 
 _INF = float("inf")

@@ -343,7 +343,8 @@ class WireHeaderTests(SynchronousTestCase):
             value = (1 << 64) - 1 if number == "2^64 − 1" else int(number)
             self.assertEqual(wire._varints([value]).hex(" "), encoded, number)
             raw = bytes.fromhex(encoded)
-            self.assertEqual(wire._readVarints(raw, 0, len(raw), 1), ([value], len(raw)))
+            values, end = wire._readVarints(raw, 0, len(raw), 1)
+            self.assertEqual((list(values), end), ([value], len(raw)))
 
     def test_varintErrors(self):
         """
@@ -442,12 +443,12 @@ class WireSectionTests(SynchronousTestCase):
             "cputotal": (dict(message.cpuTotal._asdict()), []),
             "cpus": ({"total": 9, "first": 4, "count": 2, "base": 77},
                      [dict(t._asdict()) for t in message.cpus.ticks]),
-            "memory": (attrs.asdict(message.memory), []),
-            "load": (attrs.asdict(message.load), []),
+            "memory": (message.memory._asdict(), []),
+            "load": (message.load._asdict(), []),
             "net": ({"total": 6, "first": 3, "count": 2},
-                    [{"nameLength": len(i.name), **attrs.asdict(i)}
+                    [{"nameLength": len(i.name), **i._asdict()}
                      for i in message.net.interfaces]),
-            "rootfs": (attrs.asdict(message.rootfs), []),
+            "rootfs": (message.rootfs._asdict(), []),
         }
         codes = {r["name"]: int(r["code"]) for r in _table(self.text, "### Section types")}
         self.assertEqual(set(codes), set(expected))
@@ -469,9 +470,9 @@ class WireSectionTests(SynchronousTestCase):
         self.assertEqual(names("### cputotal (3)", "u64"), list(CPU_TICK_FIELDS))
         self.assertEqual(names("### cpus (4)", "varint", "cpu[i]."), list(CPU_TICK_FIELDS))
         self.assertEqual(names("### net (7)", "u64", "interface[i]."), list(NET_FIELDS))
-        self.assertEqual(names("### memory (5)", "u64"), [f.name for f in attrs.fields(Memory)])
+        self.assertEqual(names("### memory (5)", "u64"), list(Memory._fields))
         self.assertEqual(names("### rootfs (8)", "u64"),
-                         [f.name for f in attrs.fields(FileSystem)])
+                         list(FileSystem._fields))
         self.assertEqual(names("### load (6)", "f32"), ["one", "five", "fifteen"])
         self.assertEqual(names("### load (6)", "u32"), ["running", "total", "lastPid"])
         # Varints are the per-CPU rows' alone.
@@ -660,9 +661,9 @@ class ExampleDatagramTests(SynchronousTestCase):
             "host": {"hostname": message.hostname},
             "cpuinfo": attrs.asdict(message.cpuInfo),
             "cputotal": dict(message.cpuTotal._asdict()),
-            "memory": attrs.asdict(message.memory),
-            "load": attrs.asdict(message.load),
-            "rootfs": attrs.asdict(message.rootfs),
+            "memory": message.memory._asdict(),
+            "load": message.load._asdict(),
+            "rootfs": message.rootfs._asdict(),
             "cpus": {"total": cpus.total, "first": cpus.first, "count": len(cpus.ticks),
                      "base": cpus.base},
             "net": {"total": net.total, "first": net.first, "count": len(net.interfaces)},
@@ -1116,9 +1117,9 @@ class ShmDocTests(SynchronousTestCase):
             | shm.V_ROOTFS | shm.V_USAGE | shm.V_RATES,
             "cpu_count": r.cpuCount, "mhz": pack("<f", r.mhz)[0], "cpu_usage": r.cpuUsage,
             "interfaces_stored": len(r.interfaces), "ticks": r.ticks.astuple(),
-            "memory": attrs.astuple(r.memory), "loads": (r.load.one, r.load.five, r.load.fifteen),
+            "memory": tuple(r.memory), "loads": (r.load.one, r.load.five, r.load.fifteen),
             "load_counts": (r.load.running, r.load.total, r.load.lastPid), "rates": r.rates,
-            "rootfs": attrs.astuple(r.rootfs), "interface_count": r.interfaceCount,
+            "rootfs": tuple(r.rootfs), "interface_count": r.interfaceCount,
             "origin": r.origin, "reserved": bytes(shm.FIXED_SIZE - shm.FIXED.size),
         }
         rows = _table(self.text, "## Record, fixed part")

@@ -124,6 +124,32 @@ class StatusTests(SynchronousTestCase):
         self.assertEqual(h.reader.get_stat_cpu(1, 1).system, 130)
         self.assertEqual(h.reader.count_idle_cpus(0.5), 1)
 
+    def test_fewerInterfacesAndCpus(self):
+        """
+        A node that reports fewer interfaces and CPUs than before shows only
+        the new ones, with the counters that the new report carries.
+        """
+        h = Harness(self)
+        t = tree(self)
+        t.netdev({"lo": {"rx_bytes": 1}, "eth0": {"rx_bytes": 2}, "eth1": {"rx_bytes": 3}})
+        t.stat(cpus=((100, 0, 50, 1000, 5, 0, 1, 0), (120, 2, 40, 1090, 3, 0, 2, 0),
+                     (130, 2, 40, 1090, 3, 0, 2, 0)))
+        builder = StatusBuilder(2, BOOT, "n2", 1.0)
+        h.deliver(wire.encodeStatus(builder.build(snapshot(t), h.wall())))
+        record = shm.ShmFile(h.path).read(2)
+        self.assertEqual(([i.name for i in record.interfaces], len(record.cpus)),
+                         (["lo", "eth0", "eth1"], 3))
+        t.netdev({"lo": {"rx_bytes": 5}, "eth0": {"rx_bytes": 6}})
+        t.stat(cpus=((150, 0, 50, 1050, 5, 0, 1, 0),))
+        h.wall.now += 1
+        h.deliver(wire.encodeStatus(builder.build(snapshot(t), h.wall())))
+        record = shm.ShmFile(h.path).read(2)
+        self.assertEqual([(i.name, i.rxBytes) for i in record.interfaces],
+                         [("lo", 5), ("eth0", 6)])
+        # CPU 0 kept its counters: +50 user, +50 idle since the first report
+        self.assertEqual(record.cpus, [(0.5, CpuTicks(150, 0, 50, 1050, 5, 0, 1, 0))])
+        self.assertEqual(h.reader.get_net_dev(2)[-1].name, "eth0")
+
     def test_master(self):
         """
         recvstats' own report is node -1, in slot 0 of the file.

@@ -211,6 +211,30 @@ class RecordTests(FileCase):
         got = self.file().read(3)
         self.assertEqual((got.cpus, got.interfaces), (shorter.cpus, []))
 
+    def test_partsOnly(self):
+        """
+        A write of some parts replaces those parts and the status fields
+        (state, times, counts) and leaves the rest of the slot as it was.
+        """
+        w = self.writer()
+        record = fullRecord()
+        w.write(record)
+        changed = fullRecord()
+        changed.memory = Memory(*range(1, 8))
+        changed.load = Load(9.0, 8.0, 7.0, 6, 5, 4)
+        changed.hostname = "renamed"
+        changed.updated += 10
+        changed.packets += 1
+        changed.cpus = [(0.75, CpuTicks(*range(i, i + 8))) for i in range(3)]  # as many
+        w.write(changed, shm.PART_MEMORY)
+        got = self.file().read(3)
+        self.assertEqual((got.memory, got.updated, got.packets),
+                         (changed.memory, changed.updated, changed.packets))
+        self.assertEqual((got.load, got.hostname, got.cpus),
+                         (record.load, record.hostname, record.cpus))
+        w.write(changed, shm.PART_LOAD | shm.PART_IDENTITY | shm.PART_CPUS)
+        self.assertEqual(self.file().read(3), changed)
+
     def test_setState(self):
         """
         L{shm.ShmWriter.setState} changes the state and nothing else, under
