@@ -149,6 +149,15 @@ class StatusTests(SynchronousTestCase):
         # CPU 0 kept its counters: +50 user, +50 idle since the first report
         self.assertEqual(record.cpus, [(0.5, CpuTicks(150, 0, 50, 1050, 5, 0, 1, 0))])
         self.assertEqual(h.reader.get_net_dev(2)[-1].name, "eth0")
+        # A report with as many of each (written in parts) updates them too.
+        t.netdev({"lo": {"rx_bytes": 7}, "eth0": {"rx_bytes": 9}})
+        t.stat(cpus=((160, 0, 50, 1080, 5, 0, 1, 0),))
+        h.wall.now += 1
+        h.deliver(wire.encodeStatus(builder.build(snapshot(t), h.wall())))
+        record = shm.ShmFile(h.path).read(2)
+        self.assertEqual([(i.name, i.rxBytes) for i in record.interfaces],
+                         [("lo", 7), ("eth0", 9)])
+        self.assertEqual(record.cpus, [(0.25, CpuTicks(160, 0, 50, 1080, 5, 0, 1, 0))])
 
     def test_master(self):
         """
