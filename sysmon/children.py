@@ -3,7 +3,7 @@ Run external programs from the reactor: hook scripts, test and repair
 binaries, restart scripts.
 
 L{ChildRunner.run} starts a program in a session (and so a process group)
-of its own, with stdin from C{/dev/null}, its output captured (bounded) or
+of its own, with stdin from C{/dev/null} (or fed with given bytes), its output captured (bounded) or
 sent to files, and an optional timeout.  When the timeout expires the whole
 process group gets SIGTERM and, after a grace period, SIGKILL, so a script
 that hangs is killed together with everything it started.  The outcome
@@ -182,8 +182,15 @@ class _ChildProtocol(ProcessProtocol):
     Collects one child's output and status and fires C{done} at its end.
     """
 
-    def __init__(self, runner: ChildRunner, argv: tuple[str, ...], timeout: float | None):
+    def __init__(
+        self,
+        runner: ChildRunner,
+        argv: tuple[str, ...],
+        timeout: float | None,
+        stdinData: bytes | None = None,
+    ):
         self.runner = runner
+        self.stdinData = stdinData
         self.argv = argv
         self.timeout = timeout
         self.out = _Tail(runner.maxOutput)
@@ -199,6 +206,13 @@ class _ChildProtocol(ProcessProtocol):
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid
+        if self.stdinData is not None:
+            # The pipe is written without blocking; closing it waits for the
+            # buffered data to go first.  A child that exits without reading
+            # it all just ends the pipe (no error for us).
+            self.transport.writeToChild(0, self.stdinData)
+            self.transport.closeChildFD(0)
+            self.stdinData = None
         if self.timeout is not None:
             self.calls.append(self.runner.reactor.callLater(self.timeout, self._expire))
 
@@ -342,6 +356,7 @@ class ChildRunner:
         timeout: float | None = None,
         stdoutPath: str | None = None,
         stderrPath: str | None = None,
+        stdinData: bytes | None = None,
     ) -> defer.Deferred[ChildResult]:
         """
         Start C{argv} and return a L{Deferred} that fires with its
@@ -358,6 +373,9 @@ class ChildRunner:
             capturing it.
         @param stderrPath: the same for standard error (may equal
             C{stdoutPath}).
+        @param stdinData: write these bytes to its standard input (a pipe)
+            and then close it; by default its standard input is
+            C{/dev/null}.
         @return: a Deferred that fails with L{ChildError} if the program
             cannot be started at all.
         """
@@ -370,10 +388,10 @@ class ChildRunner:
             setsid = shutil.which(SETSID)
             if setsid is None:
                 raise ChildError("setsid(1) from util-linux is not installed")
-            fds, opened = self._childFDs(stdoutPath, stderrPath)
+            fds, opened = self._childFDs(stdoutPath, stderrPath, stdinData is not None)
         except ChildError as e:
             return defer.fail(e)
-        child = _ChildProtocol(self, argv, timeout)
+        child = _ChildProtocol(self, argv, timeout, stdinData)
         try:
             self.reactor.spawnProcess(
                 child,
@@ -407,7 +425,7 @@ class ChildRunner:
         return found
 
     def _childFDs(
-        self, stdoutPath: str | None, stderrPath: str | None
+        self, stdoutPath: str | None, stderrPath: str | None, stdinPipe: bool = False
     ) -> tuple[dict[int, Any], list[int]]:
         opened: list[int] = []
         byPath: dict[str, int] = {}
@@ -426,8 +444,12 @@ class ChildRunner:
                 byPath[p] = fd
             return byPath[p]
 
-        stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        opened.append(stdin)
+        stdin: Any
+        if stdinPipe:
+            stdin = "w"
+        else:
+            stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            opened.append(stdin)
         fds: dict[int, Any] = {
             0: stdin,
             1: openOutput(stdoutPath) if stdoutPath else "r",

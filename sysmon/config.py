@@ -8,7 +8,8 @@ line format::
     key = value
     list-key = first
     list-key = second       (list keys append; other keys: the last one wins)
-    quoted = "a value"      (one pair of matching quotes around a value is removed)
+    quoted = "a value"      (one pair of matching quotes around a value is removed,
+                             unless the schema keeps quotes as the watchdog does)
 
 A daemon describes its keys once, as a L{Schema} of L{Key}s with a coercer
 and a default each.  L{Schema.load} reads a file into a L{Config}: unknown
@@ -39,6 +40,7 @@ __all__ = [
     "Key",
     "Schema",
     "boolean",
+    "cInteger",
     "choice",
     "hexInteger",
     "integer",
@@ -151,6 +153,36 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Coercer:
     A decimal integer, optionally bounded (both bounds inclusive).
     """
     return _bounded("an integer", lambda text: _integer(text, 10), minimum, maximum)
+
+
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+_INT_MIN, _INT_BITS = -(2**31), 2**32
+
+
+def _atoi(text: str) -> int:
+    if not text or text[0] not in "0123456789+-":
+        raise ValueError(text)
+    negative = text[0] == "-"
+    body = text[1:] if text[0] in "+-" else text
+    digits = body[: len(body) - len(body.lstrip("0123456789"))].lstrip("0")
+    if len(digits) > 19:
+        value = _LONG_MAX + 1  # beyond any long: strtol clamps
+    else:
+        value = int(digits or "0")
+    value = -value if negative else value
+    value = max(_LONG_MIN, min(_LONG_MAX, value))
+    return (value - _INT_MIN) % _INT_BITS + _INT_MIN
+
+
+cInteger = Coercer(_atoi, "a number")
+"""
+An integer read the way C daemons of the classic kind read theirs: the text
+must start with a digit, C{+} or C{-} (else it is refused), then C{atoi}
+takes the longest run of digits after an optional sign and ignores the rest
+(C{"10s"} is 10, C{"5 # five"} is 5, C{"+"} is 0).  As glibc on a 64-bit
+machine does, a value beyond a C{long} is clamped and then cut to a 32-bit
+C{int} (C{"4294967297"} is 1).
+"""
 
 
 def _finite(text: str) -> float:
@@ -352,13 +384,30 @@ class Schema:
 
     @ivar badValue: C{"error"} (default): a value the coercer refuses raises
         L{ConfigError}; C{"warn"}: it becomes a warning and the previous value
-        stays, as the classic watchdog daemon does.
+        stays (for a list key: the line is skipped), as the classic watchdog
+        daemon does.
+    @ivar unquote: remove one pair of matching quotes around a value (the
+        default); L{False} keeps them as part of the value, as C readers
+        that do no unquoting (the watchdog's) do.
+    @ivar whitespace: the characters trimmed around a line, a key and a
+        value; L{None} (the default) is Python's C{str.strip} set.  A C
+        reader's own set (the watchdog's is C{" \\t\\r\\n\\b"}) makes the
+        same text give the same values.
     """
 
-    def __init__(self, keys: Iterable[Key], *, badValue: str = "error") -> None:
+    def __init__(
+        self,
+        keys: Iterable[Key],
+        *,
+        badValue: str = "error",
+        unquote: bool = True,
+        whitespace: str | None = None,
+    ) -> None:
         if badValue not in ("error", "warn"):
             raise ValueError("badValue must be 'error' or 'warn'")
         self.badValue = badValue
+        self.unquote = unquote
+        self.whitespace = whitespace
         self._keys: dict[str, Key] = {}
         self._prefixes: list[Key] = []
         for key in keys:
@@ -423,21 +472,25 @@ class Schema:
         config.warnings.append(ConfigWarning(path, line, message))
 
     def _parseLine(self, config: Config, path: str, number: int, raw: str) -> None:
-        text = raw.strip()
+        text = raw.strip(self.whitespace)
         if not text or text.startswith("#"):
             return
         if "=" not in text:
             self._warn(config, path, number, f"ignored line without '=': {text!r}")
             return
         name, _, value = text.partition("=")
-        name, value = name.strip(), _unquote(value.strip())
+        name, value = name.strip(self.whitespace), value.strip(self.whitespace)
+        if self.unquote:
+            value = _unquote(value)
         key, variable = self._lookup(name)
         if key is None:
             self._warn(config, path, number, f"unknown key {name!r} ignored")
             return
         if value == "":
             if not key.allowEmpty:
-                self._refuse(config, path, number, f"{name} needs a value ({key.accepted})")
+                self._refuse(
+                    config, path, number, f"{name} needs a value ({key.accepted})", key
+                )
                 return
             if key.multiple:
                 return
@@ -446,7 +499,7 @@ class Schema:
             try:
                 typed = self.coerce(key, value, path, number)
             except ConfigError as e:
-                self._refuse(config, path, number, e.message)
+                self._refuse(config, path, number, e.message, key)
                 return
         if key.multiple:
             config.values[key.name].append(typed)
@@ -457,10 +510,13 @@ class Schema:
         config.sources[key.name] = f"{path}:{number}"
         config.entries.append(Entry(path, number, key.name, typed, variable))
 
-    def _refuse(self, config: Config, path: str, number: int, message: str) -> None:
+    def _refuse(
+        self, config: Config, path: str, number: int, message: str, key: Key
+    ) -> None:
         if self.badValue == "error":
             raise ConfigError(path, number, message)
-        self._warn(config, path, number, message + "; old value kept")
+        outcome = "line ignored" if key.multiple else "old value kept"
+        self._warn(config, path, number, f"{message}; {outcome}")
 
     def load(self, path: str, *, missingOk: bool = False) -> Config:
         """

@@ -301,15 +301,19 @@ class TwistdChild:
         self.process: subprocess.Popen | None = None
         case.addCleanup(self.stop)
 
-    def spawn(self, plugin: str, *args: str, prefix: Sequence[str] = ()) -> subprocess.Popen:
+    def spawn(self, plugin: str, *args: str, prefix: Sequence[str] = (),
+              env: Mapping[str, str] | None = None) -> subprocess.Popen:
         """
         Start C{twistd -n plugin args}, after C{prefix} (e.g.
         L{Namespace.prefix}, which execs, so the pid stays twistd's).
+
+        @param env: its environment (this process's by default).
         """
         argv = [*prefix, sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                 "-n", "--pidfile=", f"--logfile={self.logfile}", plugin, *args]
         self.process = subprocess.Popen(argv, cwd=self.cwd, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                                        stderr=subprocess.DEVNULL,
+                                        env=None if env is None else dict(env))
         return self.process
 
     def logSize(self) -> int:
@@ -347,6 +351,49 @@ class TwistdChild:
 
     def stop(self) -> None:
         stopProcess(self.process)
+
+
+def writeScript(path: str, body: str, mode: int = 0o755) -> str:
+    """
+    Write a shell script (C{#!/bin/sh} and C{body}) at C{path} with C{mode}.
+
+    @return: C{path}.
+    """
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + body)
+    os.chmod(path, mode)
+    return path
+
+
+def processAlive(pid: int) -> bool:
+    """
+    Whether C{pid} is a running (not zombie) process.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def fakeInitSystem(directory: str) -> tuple[str, str]:
+    """
+    Stand-ins for C{systemctl} and C{shutdown} that only record their
+    arguments (one line each, C{"systemctl reboot"}), in a new directory to
+    put first on a daemon's PATH, so that a shutdown it decides reboots
+    nothing.
+
+    @return: the directory, and the file the calls are recorded in.
+    """
+    os.makedirs(directory, exist_ok=True)
+    calls = os.path.join(directory, "calls")
+    for name in ("systemctl", "shutdown"):
+        path = os.path.join(directory, name)
+        with open(path, "w") as f:
+            f.write(f'#!/bin/sh\necho "{name} $*" >> "{calls}"\n')
+        os.chmod(path, 0o755)
+    return directory, calls
 
 
 def freePort() -> int:
@@ -615,3 +662,217 @@ class ProcTree:
             os.rmdir(os.path.join(self.root, str(pid)))
         except OSError:
             pass
+
+
+# -- a throw-away certificate authority for TLS tests ---------------------------
+
+import datetime as _datetime  # noqa: E402
+import ipaddress as _ipaddress  # noqa: E402
+
+__all__ += ["TestCA", "makeTestCA"]
+
+
+def _newKey() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _writePEM(path: str, data: bytes, mode: int) -> str:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)
+    return path
+
+
+def _keyPEM(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _certPEM(cert: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _subjectAltNames(hostnames: Iterable[str]) -> list[Any]:
+    from cryptography import x509
+
+    names: list[Any] = []
+    for name in hostnames:
+        try:
+            names.append(x509.IPAddress(_ipaddress.ip_address(name)))
+        except ValueError:
+            names.append(x509.DNSName(name))
+    return names
+
+
+@attrs.frozen
+class TestCA:
+    """
+    A certificate authority made for one test, and a server certificate it
+    issued: all PEM files in C{directory}.  Two calls of L{makeTestCA} make
+    two unrelated authorities (new keys), which is how a test gets "a
+    certificate from an unknown CA".
+
+    @ivar directory: where the files are.
+    @ivar caCert: the authority's certificate (the trust root to give a
+        client).
+    @ivar caKey: the authority's private key.
+    @ivar serverCert: the server certificate (leaf only).
+    @ivar serverKey: its private key (mode 0600).
+    @ivar hostnames: the names in the server certificate's
+        subjectAltName: DNS names, and IP addresses as IP entries.
+    """
+
+    directory: str
+    caCert: str
+    caKey: str
+    serverCert: str
+    serverKey: str
+    hostnames: tuple[str, ...]
+
+    def issue(self, name: str, hostnames: Sequence[str], *,
+              days: int = 30, notBefore: _datetime.datetime | None = None) -> tuple[str, str]:
+        """
+        Issue another server certificate, e.g. one for the wrong name or an
+        expired one.
+
+        @param name: the file name stem: C{<name>.pem} and C{<name>.key}.
+        @param hostnames: its subjectAltName entries (DNS names and IPs).
+        @param days: how long it is valid.
+        @param notBefore: when its validity starts (default: a day ago).
+        @return: the paths of the certificate and of its key.
+        """
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        with open(self.caCert, "rb") as f:
+            caCert = x509.load_pem_x509_certificate(f.read())
+        with open(self.caKey, "rb") as f:
+            caKey = serialization.load_pem_private_key(f.read(), password=None)
+        return _issueServer(self.directory, name, caCert, caKey, tuple(hostnames),
+                            days=days, notBefore=notBefore)
+
+    def serverPEM(self) -> bytes:
+        """
+        The server's key and certificate in one PEM blob, as
+        C{twisted.internet.ssl.PrivateCertificate.loadPEM} takes it.
+        """
+        with open(self.serverKey, "rb") as k, open(self.serverCert, "rb") as c:
+            return k.read() + c.read()
+
+    def serverContextFactory(self) -> Any:
+        """
+        A server-side TLS context factory for C{listenSSL} or C{startTLS}
+        that presents the server certificate.
+        """
+        from twisted.internet import ssl
+
+        return ssl.PrivateCertificate.loadPEM(self.serverPEM()).options()
+
+
+def _issueServer(directory: str, name: str, caCert: Any, caKey: Any,
+                 hostnames: tuple[str, ...], *, days: int = 30,
+                 notBefore: _datetime.datetime | None = None) -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = _newKey()
+    start = notBefore or _datetime.datetime.now(_datetime.timezone.utc) - _datetime.timedelta(days=1)
+    common = hostnames[0] if hostnames else name
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)]))
+        .issuer_name(caCert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + _datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=True, content_commitment=False,
+                          key_encipherment=True, data_encipherment=False,
+                          key_agreement=False, key_cert_sign=False, crl_sign=False,
+                          encipher_only=False, decipher_only=False),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                   ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(caKey.public_key()),
+            critical=False,
+        )
+    )
+    if hostnames:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(_subjectAltNames(hostnames)), critical=False
+        )
+    cert = builder.sign(caKey, hashes.SHA256())
+    certPath = _writePEM(os.path.join(directory, name + ".pem"), _certPEM(cert), 0o644)
+    keyPath = _writePEM(os.path.join(directory, name + ".key"), _keyPEM(key), 0o600)
+    return certPath, keyPath
+
+
+def makeTestCA(directory: str, hostnames: Sequence[str] = ("localhost", "127.0.0.1"), *,
+               name: str = "sysmon test CA") -> TestCA:
+    """
+    Make a new certificate authority and a server certificate for
+    C{hostnames}, as PEM files C{ca.pem}, C{ca.key}, C{server.pem} and
+    C{server.key} in C{directory} (created if missing).  EC P-256 keys, so it
+    is quick.
+
+    @param hostnames: the server certificate's subjectAltName entries; an
+        entry that parses as an IPv4 or IPv6 address becomes an IP entry, the
+        rest DNS names.
+    @param name: the authority's common name.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    os.makedirs(directory, exist_ok=True)
+    key = _newKey()
+    subject = x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sysmon tests"),
+        x509.NameAttribute(NameOID.COMMON_NAME, name),
+    ])
+    now = _datetime.datetime.now(_datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _datetime.timedelta(days=1))
+        .not_valid_after(now + _datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=True, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False,
+                          key_agreement=False, key_cert_sign=True, crl_sign=True,
+                          encipher_only=False, decipher_only=False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    caCert = _writePEM(os.path.join(directory, "ca.pem"), _certPEM(cert), 0o644)
+    caKey = _writePEM(os.path.join(directory, "ca.key"), _keyPEM(key), 0o600)
+    hostnames = tuple(hostnames)
+    serverCert, serverKey = _issueServer(directory, "server", cert, key, hostnames)
+    return TestCA(directory, caCert, caKey, serverCert, serverKey, hostnames)

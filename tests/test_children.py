@@ -13,26 +13,11 @@ from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sysmon.children import ChildError, ChildRunner, UnsafeScript, checkScript
-from sysmon.testing import FakeReactor
+from sysmon.testing import FakeReactor, processAlive, writeScript
 
 
-def writeScript(path: str, body: str, mode: int = 0o755) -> str:
-    with open(path, "w") as f:
-        f.write("#!/bin/sh\n" + body)
-    os.chmod(path, mode)
-    return path
 
 
-def alive(pid: int) -> bool:
-    """
-    Whether C{pid} is a running (not zombie) process.
-    """
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
 
 
 class RealChildTests(TestCase):
@@ -112,10 +97,10 @@ class RealChildTests(TestCase):
         self.assertEqual(len(children), 2)
         # Give init a moment to reap the orphans.
         for _ in range(50):
-            if not any(alive(p) for p in children):
+            if not any(processAlive(p) for p in children):
                 break
             yield task.deferLater(self.reactor, 0.05, lambda: None)
-        self.assertEqual([p for p in children if alive(p)], [])
+        self.assertEqual([p for p in children if processAlive(p)], [])
         self.assertEqual(self.runner.running, 0)
 
     @defer.inlineCallbacks
@@ -176,6 +161,32 @@ class RealChildTests(TestCase):
         self.assertEqual(lines[0], "bar")
         self.assertEqual(os.path.realpath(lines[1]), os.path.realpath(self.dir))
         self.assertEqual(lines[2], "done")
+
+    @defer.inlineCallbacks
+    def test_stdinData(self):
+        """
+        With C{stdinData} the child reads exactly those bytes on its standard
+        input and then end of file, even when they are much more than a pipe
+        holds.
+        """
+        data = b"".join(b"line %07d\n" % i for i in range(100_000))
+        runner = ChildRunner(self.reactor, killGrace=0.5, maxOutput=2 * len(data))
+        self.addCleanup(runner.stopAll)
+        result = yield runner.run(["sh", "-c", "cat; echo end"], stdinData=data)
+        self.assertTrue(result.succeeded)
+        self.assertEqual(result.stdout, data + b"end\n")
+
+    @defer.inlineCallbacks
+    def test_stdinDataNotRead(self):
+        """
+        A child that exits without reading its input still gives its normal
+        result; the unread data is dropped.
+        """
+        result = yield self.runner.run(
+            ["sh", "-c", "exit 4"], stdinData=b"x" * (1024 * 1024)
+        )
+        self.assertEqual(result.exitCode, 4)
+        self.assertEqual(self.runner.running, 0)
 
     @defer.inlineCallbacks
     def test_ownSession(self):
@@ -300,6 +311,22 @@ class FakeReactorChildTests(SynchronousTestCase):
         self.assertEqual((result.exitCode, result.stdout, result.timedOut), (0, b"hi", False))
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertEqual(self.signals, [])
+
+    def test_stdinDataWrittenAndClosed(self):
+        """
+        C{stdinData} makes stdin a pipe that gets the data and is then
+        closed; without it stdin is a descriptor (C{/dev/null}), not a pipe.
+        """
+        self.runner.run(["cat"], stdinData=b"message\n")
+        process = self.reactor.processes[0]
+        self.assertEqual(process.childFDs[0], "w")
+        self.assertEqual(process.written, b"message\n")
+        self.assertTrue(process.stdinClosed)
+        self.runner.run(["cat"])
+        process = self.reactor.processes[1]
+        self.assertIsInstance(process.childFDs[0], int)
+        self.assertEqual(process.written, b"")
+        self.assertFalse(process.stdinClosed)
 
     def test_groupGoneFallsBackToPid(self):
         """

@@ -227,6 +227,68 @@ class BadInputTests(SynchronousTestCase):
             pass
 
 
+class CReaderTests(SynchronousTestCase):
+    """
+    The options that let a schema read a C daemon's file with the same
+    values: C{atoi} integers, quotes kept, the C reader's white space.
+    """
+
+    def test_cInteger(self):
+        """
+        L{config.cInteger} takes what C{atoi} takes once the text starts
+        with a digit or a sign: trailing text is ignored, a lone sign is 0,
+        and values beyond a C{long} are clamped, then cut to 32 bits.
+        """
+        for text, value in [
+            ("10", 10), ("10s", 10), ("+5", 5), ("-3", -3), ("5 # five", 5),
+            ("007", 7), ("+", 0), ("-x", 0), ("+-5", 0), ("2147483647", 2**31 - 1),
+            ("2147483648", -(2**31)), ("4294967297", 1),
+            ("9" * 30, -1), ("-" + "9" * 30, 0), ("0" * 40 + "12", 12),
+        ]:
+            self.assertEqual(config.cInteger(text), value, text)
+
+    def test_cIntegerRefuses(self):
+        """
+        Text that does not start with a digit or a sign is refused, even
+        when C{atoi} would skip white space before a number; Unicode digits
+        are not digits.
+        """
+        for text in ["", "abc", " 7", "\v7", "x10", "\u0667", ".5"]:
+            self.assertRaises(ValueError, config.cInteger, text)
+
+    def test_keepQuotes(self):
+        """
+        With C{unquote=False} quotes stay part of the value.
+        """
+        c = schema(unquote=False).parseLines(['dumpdir = "/var/crash"'])
+        self.assertEqual(c["dumpdir"], '"/var/crash"')
+
+    def test_whitespaceSet(self):
+        """
+        With C{whitespace} only those characters are trimmed: a form feed
+        stays part of the value, a backspace is trimmed.
+        """
+        c = schema(whitespace=" \t\r\n\b").parseLines(
+            ["\bdumpdir = /a\f\n", "\t  # comment", "\b\bport\b=\b7\r\n"]
+        )
+        self.assertEqual(c["dumpdir"], "/a\f")
+        self.assertEqual(c["port"], 7)
+        self.assertEqual(c.warnings, [])
+        self.assertEqual(schema().parseLines(["dumpdir = /a\f"])["dumpdir"], "/a")
+
+    def test_warnModeSkipsListEntry(self):
+        """
+        With C{badValue="warn"} an empty entry of a list key is a warning
+        saying the line was ignored (a list has no old value to keep).
+        """
+        c = schema(badValue="warn").parseLines(["file = /a", "file ="], "w.conf")
+        self.assertEqual(c["file"], ["/a"])
+        self.assertEqual(
+            [str(w) for w in c.warnings],
+            ["w.conf:2: file needs a value (text); line ignored"],
+        )
+
+
 class LoadTests(SynchronousTestCase):
     """
     Reading files.

@@ -19,6 +19,7 @@ from sysmon.testing import (
     FakeReactor,
     ProcTree,
     RecordingDatagramTransport,
+    makeTestCA,
     processUsage,
 )
 
@@ -281,3 +282,106 @@ class ProcessUsageTests(SynchronousTestCase):
         self.assertGreater(after.cpu, before.cpu)
         self.assertGreater(after.rss, 1_000_000)
         self.assertGreaterEqual(after.peakRss, after.rss)
+
+
+def _handshake(certPath: str, keyPath: str, serverName: str, trust: str) -> None:
+    """
+    A TLS handshake in memory between an OpenSSL server presenting
+    C{certPath} and a client that trusts C{trust} and checks C{serverName}
+    (stdlib L{ssl}, so the test does not depend on the code under test).
+    Raises L{ssl.SSLError} when the client rejects the server.
+    """
+    import ssl
+
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(certPath, keyPath)
+    client = ssl.create_default_context(cafile=trust)
+    c2s, s2c = ssl.MemoryBIO(), ssl.MemoryBIO()
+    s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    clientSide = client.wrap_bio(s2c, c2s, server_hostname=serverName)
+    serverSide = server.wrap_bio(s_in, s_out, server_side=True)
+    done = {"client": False, "server": False}
+    for _ in range(20):
+        for name, side in (("client", clientSide), ("server", serverSide)):
+            if not done[name]:
+                try:
+                    side.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+        s_in.write(c2s.read())
+        s2c.write(s_out.read())
+        if all(done.values()):
+            return
+    raise AssertionError("handshake did not finish")
+
+
+class TestCATests(SynchronousTestCase):
+    """
+    L{makeTestCA} makes certificates that a standard TLS client accepts for
+    exactly the names given, and only with the right authority.
+    """
+
+    def setUp(self):
+        self.ca = makeTestCA(self.mktemp())
+
+    def test_files(self):
+        """
+        The four PEM files exist; the keys are readable by the owner only.
+        """
+        for path in (self.ca.caCert, self.ca.caKey, self.ca.serverCert, self.ca.serverKey):
+            self.assertTrue(os.path.isfile(path), path)
+        self.assertEqual(os.stat(self.ca.serverKey).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(self.ca.caKey).st_mode & 0o777, 0o600)
+        with open(self.ca.caCert, "rb") as f:
+            self.assertTrue(f.read().startswith(b"-----BEGIN CERTIFICATE-----"))
+        self.assertEqual(self.ca.hostnames, ("localhost", "127.0.0.1"))
+
+    def test_acceptedForDNSNameAndIP(self):
+        """
+        A client trusting the CA accepts the server certificate for the DNS
+        name and for the IP address (an IP subjectAltName entry).
+        """
+        for name in ("localhost", "127.0.0.1"):
+            _handshake(self.ca.serverCert, self.ca.serverKey, name, self.ca.caCert)
+
+    def test_wrongName(self):
+        """
+        A name that is not in the certificate is refused.
+        """
+        import ssl
+
+        with self.assertRaises(ssl.SSLCertVerificationError) as e:
+            _handshake(self.ca.serverCert, self.ca.serverKey, "other.example",
+                       self.ca.caCert)
+        self.assertIn("other.example", str(e.exception))
+
+    def test_secondCAIsUnrelated(self):
+        """
+        A second L{makeTestCA} is an unrelated authority: a client trusting
+        only it refuses the first one's server certificate.
+        """
+        import ssl
+
+        other = makeTestCA(self.mktemp())
+        with self.assertRaises(ssl.SSLCertVerificationError) as e:
+            _handshake(self.ca.serverCert, self.ca.serverKey, "localhost",
+                       other.caCert)
+        self.assertIn("unable to get local issuer certificate", str(e.exception))
+
+    def test_issueAndIPv6(self):
+        """
+        L{TestCA.issue} makes further certificates from the same authority,
+        IPv6 addresses included; an expired one is refused.
+        """
+        import datetime
+        import ssl
+
+        cert, key = self.ca.issue("v6", ["::1", "db.example"])
+        _handshake(cert, key, "::1", self.ca.caCert)
+        _handshake(cert, key, "db.example", self.ca.caCert)
+        old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=10)
+        cert, key = self.ca.issue("expired", ["localhost"], days=1, notBefore=old)
+        with self.assertRaises(ssl.SSLCertVerificationError) as e:
+            _handshake(cert, key, "localhost", self.ca.caCert)
+        self.assertIn("expired", str(e.exception))
