@@ -37,3 +37,10 @@ sendstats = ServiceMaker(
     "Cluster status sender: this node's /proc figures to the recvstats masters",
     "sendstats",
 )
+
+watchdog = ServiceMaker(
+    "sysmon watchdog",
+    "sysmon.watchdog.tap",
+    "Feeds /dev/watchdog while the system is healthy (Linux watchdog daemon's watchdog.conf)",
+    "watchdog",
+)
