@@ -674,3 +674,114 @@ class ResetAndDecisionTests(SynchronousTestCase):
         self.h.configure(tempPowerOff=False)
         self.h.start([check])
         self.assertEqual(self.h.action.calls, [(ETOOHOT, "halt")])
+
+
+class _FakeDevice:
+    """
+    Counts refreshes; records a timeout change and how it was closed.
+    """
+
+    path = "/dev/fake-watchdog"
+
+    def __init__(self) -> None:
+        self.isOpen = False
+        self.refreshes: list[float] = []
+        self.timeouts: list[int] = []
+        self.closed: bool | None = None
+        self.clock: Any = None
+
+    def open(self) -> None:
+        self.isOpen = True
+
+    def keepalive(self) -> int:
+        self.refreshes.append(self.clock.seconds())
+        return 0
+
+    def setTimeout(self, seconds: int) -> bool:
+        self.timeouts.append(seconds)
+        return True
+
+    def close(self, magic: bool = True) -> None:
+        self.isOpen = False
+        self.closed = magic
+
+
+class _Notes:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, ...]] = []
+
+    def send(self, *fields: str) -> bool:
+        self.sent.append(fields)
+        return True
+
+
+class _Hung(C.Check):
+    name = "/hung"
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def run(self) -> Any:
+        from twisted.internet import defer
+
+        self.started += 1
+        return defer.Deferred()
+
+
+class RefreshTests(SynchronousTestCase):
+    """
+    The refresh has a timer of its own.
+    """
+
+    def test_hungCheck(self) -> None:
+        """
+        A check that never answers does not stop the refresh: one per
+        interval (and WATCHDOG=1 with each), and the hung check is not
+        started again while it is busy.
+        """
+        h = Harness(self)
+        device, notes, hung = _FakeDevice(), _Notes(), _Hung()
+        device.clock = h.reactor
+        h.start([hung], device=device, notifier=notes)
+        h.advance(10)
+        self.assertEqual(device.refreshes, [float(t) for t in range(11)])
+        self.assertEqual(hung.started, 1)
+        self.assertEqual(notes.sent[0][0], "READY=1")
+        self.assertEqual(sum(("WATCHDOG=1",) == n for n in notes.sent), 11)
+
+    def test_graceThenExpire(self) -> None:
+        """
+        After a decision the device is fed for sigterm-delay + margin
+        seconds, then its timeout is set to 1 s and the feeding stops; a
+        stop after that leaves it armed (no magic close).
+        """
+        h = Harness(self)
+        device = _FakeDevice()
+        device.clock = h.reactor
+        h.configure(sigtermDelay=5)
+        s = ProgramScenario(h)
+        check = s.make()
+        service = h.start([check], device=device)
+        s.set("fatal")
+        s.afterRound()
+        self.assertEqual(h.action.calls, [(EREBOOT, "reboot")])
+        h.advance(14)
+        self.assertEqual(device.refreshes[-1], 14.0)
+        self.assertEqual(device.timeouts, [])
+        h.advance(1)
+        self.assertEqual(device.timeouts, [1])
+        h.advance(5)
+        self.assertEqual(device.refreshes[-1], 14.0)
+        service.stopService()
+        self.assertIs(device.closed, False)
+
+    def test_cleanStop(self) -> None:
+        """
+        A stop with nothing decided is a magic close.
+        """
+        h = Harness(self)
+        device = _FakeDevice()
+        device.clock = h.reactor
+        service = h.start([C.FileTableCheck(h.proc.root)], device=device)
+        service.stopService()
+        self.assertIs(device.closed, True)
