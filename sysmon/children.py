@@ -17,6 +17,7 @@ daemon's user, and not writable by group or others.
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import shutil
@@ -48,7 +49,15 @@ class ChildError(Exception):
     """
     A program could not be started at all (not found, not executable, bad
     output file).
+
+    @ivar errno: the errno of the failure (ENOENT for a program that does
+        not exist, EACCES for one that cannot be executed, the errno of a
+        failed fork), or L{None} when there is none.
     """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class UnsafeScript(Exception):
@@ -404,7 +413,7 @@ class ChildRunner:
                 childFDs=fds,
             )
         except OSError as e:
-            return defer.fail(ChildError(f"cannot start {argv[0]}: {e}"))
+            return defer.fail(ChildError(f"cannot start {argv[0]}: {e}", e.errno))
         finally:
             for fd in opened:
                 os.close(fd)
@@ -415,13 +424,14 @@ class ChildRunner:
         if "/" in program:
             candidate = program if cwd is None else os.path.join(cwd, program)
             if not os.path.exists(candidate):
-                raise ChildError(f"cannot run {program}: no such file")
+                raise ChildError(f"cannot run {program}: no such file", errno.ENOENT)
             if os.path.isdir(candidate) or not os.access(candidate, os.X_OK):
-                raise ChildError(f"cannot run {program}: not an executable file")
+                raise ChildError(f"cannot run {program}: not an executable file",
+                                 errno.EACCES)
             return program
         found = shutil.which(program, path=environ.get("PATH", os.defpath))
         if found is None:
-            raise ChildError(f"cannot run {program}: not found in PATH")
+            raise ChildError(f"cannot run {program}: not found in PATH", errno.ENOENT)
         return found
 
     def _childFDs(
@@ -439,7 +449,8 @@ class ChildRunner:
                 except OSError as e:
                     for fd in opened:
                         os.close(fd)
-                    raise ChildError(f"cannot open output file {p}: {e.strerror}") from None
+                    raise ChildError(f"cannot open output file {p}: {e.strerror}",
+                                     e.errno) from None
                 opened.append(fd)
                 byPath[p] = fd
             return byPath[p]

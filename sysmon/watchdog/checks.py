@@ -63,8 +63,6 @@ __all__ = [
     "testDirectoryPrograms",
 ]
 
-Result = "int | defer.Deferred[int]"
-
 #: The original's name for the check that only proves fork() works.
 FORK_TEST = "<fork test>"
 
@@ -557,14 +555,8 @@ def _startFailure(program: str, error: Exception) -> int:
     The code for a program that could not be started: the original's child
     exits with the errno of its failed exec; a failed fork is L{EREBOOT}.
     """
-    if isinstance(error, ChildError):
-        text = str(error)
-        if "no such file" in text or "not found" in text:
-            return errno.ENOENT
-        if "not an executable" in text:
-            return errno.EACCES
-        if isinstance(error.__cause__, OSError) and error.__cause__.errno:
-            return error.__cause__.errno
+    if isinstance(error, ChildError) and error.errno in (errno.ENOENT, errno.EACCES):
+        return error.errno
     return EREBOOT
 
 
