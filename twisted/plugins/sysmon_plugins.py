@@ -44,3 +44,10 @@ watchdog = ServiceMaker(
     "Feeds /dev/watchdog while the system is healthy (Linux watchdog daemon's watchdog.conf)",
     "watchdog",
 )
+
+keepalive = ServiceMaker(
+    "sysmon keepalive",
+    "sysmon.keepalive.tap",
+    "Monitors the processes registered with spawndaemon and restarts them when they die",
+    "keepalive",
+)
