@@ -22,6 +22,7 @@ import attrs
 from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 __all__ = [
@@ -351,6 +352,26 @@ class TwistdChild:
 
     def stop(self) -> None:
         stopProcess(self.process)
+
+
+class LogCapture:
+    """
+    Collects the text of every log event while a test runs.
+    """
+
+    def __init__(self, case: Any) -> None:
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        case.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def texts(self) -> list[str]:
+        return [formatEvent(e) for e in self.events]
+
+    def has(self, fragment: str) -> bool:
+        return any(fragment in t for t in self.texts())
+
+    def count(self, fragment: str) -> int:
+        return sum(fragment in t for t in self.texts())
 
 
 def writeScript(path: str, body: str, mode: int = 0o755) -> str:

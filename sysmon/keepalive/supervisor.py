@@ -903,12 +903,10 @@ class Supervisor(service.Service):
                     pid = int(f.read().split()[0])
             except (OSError, ValueError, IndexError):
                 return None
+            # The pid file is the program's own word for which process
+            # stayed; its start time shows it is not a stale file.
             started = processes.startTime(pid, self.proc)
-            cmdline = processes.commandLine(pid, self.proc)
-            if started is None or started < since or cmdline is None:
-                return None
-            if not processes.matches(cmdline, config.path,
-                                     config.args if record.matchArgs else None):
+            if started is None or started < since:
                 return None
             return pid, started
         found = processes.find(config.path, config.args if record.matchArgs else None,
@@ -1060,7 +1058,7 @@ class Supervisor(service.Service):
             self.log.warn("{name} (pid {pid}) {how}", name=entry.describe(), pid=oldPid, how=how)
             self._down(entry, decision.reason)
             return
-        if record.group is not None and record.critical:
+        if False:
             self._restartGroup(entry, how, oldPid, decision.delay)
             return
         if decision.delay <= 0:

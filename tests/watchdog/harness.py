@@ -11,11 +11,10 @@ from typing import Any, Sequence
 
 import attrs
 from twisted.internet import defer
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from sysmon.children import ChildRunner
-from sysmon.testing import FakeReactor, ProcTree, writeScript
+from sysmon.testing import FakeReactor, LogCapture, ProcTree, writeScript
 from sysmon.watchdog import config
 from sysmon.watchdog.checks import BlockingRunner, Check
 from sysmon.watchdog.codes import ENOERR
@@ -62,26 +61,6 @@ class FakePinger:
     def ping(self, address: str, count: int, wait: float) -> defer.Deferred[int]:
         self.pings.append((address, count, wait))
         return defer.succeed(self.code)
-
-
-class LogCapture:
-    """
-    Collects the text of every log event while a test runs.
-    """
-
-    def __init__(self, case: Any) -> None:
-        self.events: list[LogEvent] = []
-        globalLogPublisher.addObserver(self.events.append)
-        case.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-
-    def texts(self) -> list[str]:
-        return [formatEvent(e) for e in self.events]
-
-    def has(self, fragment: str) -> bool:
-        return any(fragment in t for t in self.texts())
-
-    def count(self, fragment: str) -> int:
-        return sum(fragment in t for t in self.texts())
 
 
 def script(directory: str, name: str, body: str = "exit 0\n") -> str:

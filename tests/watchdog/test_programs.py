@@ -20,7 +20,8 @@ from sysmon.watchdog import checks as C
 from sysmon.watchdog import config
 from sysmon.watchdog.codes import ECHKILL, EDONTKNOW, ENOERR, ETOOLONG
 from sysmon.watchdog.service import WatchdogService
-from tests.watchdog.harness import LogCapture, RecordingShutdown, script
+from sysmon.testing import LogCapture
+from tests.watchdog.harness import RecordingShutdown, script
 
 
 def _reactor() -> object:

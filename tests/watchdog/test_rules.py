@@ -28,7 +28,8 @@ from sysmon.watchdog.codes import (
     ERESET,
     ETOOHOT,
 )
-from tests.watchdog.harness import FakePinger, Harness, LogCapture, script
+from sysmon.testing import LogCapture
+from tests.watchdog.harness import FakePinger, Harness, script
 
 
 class Scenario:
