@@ -55,7 +55,7 @@ from sysmon.keepalive.errors import (
 from sysmon.keepalive.policy import State
 from sysmon.keepalive.table import Record, Table, TableWriter
 
-__all__ = ["Spawner", "Supervisor", "describeStatus"]
+__all__ = ["Spawner", "Supervisor", "closeOnExec", "describeStatus", "pidfdSupported"]
 
 #: How long a restart script may run before its process group is killed.
 SCRIPT_TIMEOUT = 60.0
@@ -197,6 +197,31 @@ class Spawner:
         return pid, logPath
 
 
+def closeOnExec() -> list[int]:
+    """
+    Mark every inheritable descriptor above 2 close-on-exec, so that no
+    child inherits it.  Python opens everything close-on-exec, but a
+    descriptor inherited from whoever started keepalive is not, and
+    C{posix_spawn} (unlike Twisted's own spawning) closes nothing; this runs
+    when keepalive starts and at each registration, never on the restart
+    path.
+
+    @return: the descriptors changed.
+    """
+    changed = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                os.set_inheritable(fd, False)
+                changed.append(fd)
+        except OSError:
+            pass
+    return changed
+
+
 def _ignoredSignals() -> list[int]:
     # Python ignores SIGPIPE (and twistd may ignore others); a child must
     # start with the default dispositions.
@@ -239,7 +264,7 @@ class _Reaper:
     calls L{reapProcess} on every SIGCHLD.
     """
 
-    def __init__(self, pid: int, ended: Callable[[str], None]) -> None:
+    def __init__(self, pid: int, ended: Callable[[str, int | None], None]) -> None:
         self.pid = pid
         self.ended = ended
         self.done = False
@@ -257,7 +282,11 @@ class _Reaper:
         if self.done:
             return
         self.done = True
-        self.ended("ended" if status < 0 else _describeWaitStatus(status))
+        if status < 0:
+            self.ended("ended", None)
+        else:
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+            self.ended(_describeWaitStatus(status), code)
 
 
 class _Entry:
@@ -332,6 +361,19 @@ class Supervisor(service.Service):
         self._poller: task.LoopingCall | None = None
         self._quitting = False
         self._orphans: list[Any] = []
+        self._calls: set[Any] = set()
+
+    def _later(self, delay: float, f: Callable[..., Any], *args: Any) -> Any:
+        """
+        C{reactor.callLater}, remembered so that stopping cancels it.
+        """
+        def run() -> None:
+            self._calls.discard(call)
+            f(*args)
+
+        call = self.reactor.callLater(delay, run)
+        self._calls.add(call)
+        return call
 
     # -- service lifecycle ------------------------------------------------
 
@@ -341,17 +383,20 @@ class Supervisor(service.Service):
         """
         super().startService()
         self.started = self.reactor.seconds()
+        closeOnExec()
         os.makedirs(self.logDir, 0o755, exist_ok=True)
         self.table = Table(self.tablePath)
-        self.writer = TableWriter(self.table, self.reactor)
+        # The table is read and (with -i) cleared here, before its writer
+        # thread exists: from then on only that thread uses it.
         if self.clean:
-            self.writer.clear()
+            self.table.clear()
             self._deleteLogs(keep=set())
             records: list[Record] = []
             self.log.info("keepalive starting with a clean table {table}", table=self.tablePath)
         else:
             records = self.table.load()
         self._nextSlot = self.table.nextSlot()
+        self.writer = TableWriter(self.table, self.reactor)
         self.writer.setMeta(
             pid=os.getpid(),
             started=self.started,
@@ -376,6 +421,10 @@ class Supervisor(service.Service):
         super().stopService()
         if self._poller is not None and self._poller.running:
             self._poller.stop()
+        for call in list(self._calls):
+            if call.active():
+                call.cancel()
+        self._calls.clear()
         for entry in list(self.entries.values()):
             self._cancelTimers(entry)
             self._unwatch(entry, reapLater=False)
@@ -453,6 +502,7 @@ class Supervisor(service.Service):
             config = self._load(configPath, errorLimit)
         except KeepaliveError as e:
             return defer.fail(e)
+        closeOnExec()
         if isinstance(config, GroupConfig):
             members = list(zip(config.members, config.critical))
             group: str | None = config.name
@@ -755,7 +805,7 @@ class Supervisor(service.Service):
             self._restart(entry)
         else:
             self._save(entry)
-            entry.timer = self.reactor.callLater(delay, self._restart, entry)
+            entry.timer = self._later(delay, self._restart, entry)
 
     def _down(self, entry: _Entry, reason: str) -> None:
         record = entry.record
@@ -790,6 +840,10 @@ class Supervisor(service.Service):
             self._down(entry, f"restart script {e}")
             return
         record.state = State.RESPAWN
+        # A restart deletes the previous instance's log (the process the
+        # script starts is not keepalive's child and writes its own).
+        self._deleteLog(record.logPath)
+        record.logPath = None
         self._save(entry)
         environ = dict(os.environ)
         environ.update(
@@ -891,7 +945,7 @@ class Supervisor(service.Service):
                 record.pid = 0
                 self._died(entry, f"left no process running after {how}")
                 return
-            entry.timer = self.reactor.callLater(FIND_EVERY, look)
+            entry.timer = self._later(FIND_EVERY, look)
 
         look()
 
@@ -922,7 +976,10 @@ class Supervisor(service.Service):
             entry.watch = _PidfdWatch(fd, lambda: self._childEnded(entry))
             self.reactor.addReader(entry.watch)
         else:
-            reaper = _Reaper(pid, lambda how: self._ended(entry, how))
+            # Twisted reaps at once a child that has already ended; the
+            # death must still be handled after this start, not inside it.
+            reaper = _Reaper(pid, lambda how, code: self._later(
+                0, self._ended, entry, how, code))
             entry.reaper = reaper
             twistedProcess.registerReapProcessHandler(pid, reaper)
 
@@ -933,13 +990,12 @@ class Supervisor(service.Service):
         try:
             result = os.waitid(os.P_PIDFD, watch.fd, os.WEXITED | os.WNOHANG)
         except ChildProcessError:
-            result = None
-            how = "ended"
-        else:
-            if result is None:
-                return
-            how = describeStatus(result.si_code, result.si_status)
-        self._ended(entry, how, status=result)
+            self._ended(entry, "ended")
+            return
+        if result is None:
+            return
+        exitCode = result.si_status if result.si_code == os.CLD_EXITED else None
+        self._ended(entry, describeStatus(result.si_code, result.si_status), exitCode)
 
     def _watchOther(self, entry: _Entry) -> None:
         """
@@ -960,7 +1016,7 @@ class Supervisor(service.Service):
                 return
             if fd >= 0:
                 os.close(fd)
-            self.reactor.callLater(0, self._ended, entry, "ended")
+            self._later(0, self._ended, entry, "ended")
             return
         entry.polled = True
         if self._poller is None or not self._poller.running:
@@ -1014,9 +1070,12 @@ class Supervisor(service.Service):
 
     # -- deaths -----------------------------------------------------------
 
-    def _ended(self, entry: _Entry, how: str, status: Any = None) -> None:
+    def _ended(self, entry: _Entry, how: str, exitCode: int | None = None) -> None:
         """
-        C{entry}'s process has ended (C{how}: "was killed by SIGKILL", ...).
+        C{entry}'s process has ended.
+
+        @param how: "was killed by SIGKILL", "exited with status 3", ...
+        @param exitCode: its exit status if it exited (and is known).
         """
         record = entry.record
         wasChild = record.child
@@ -1031,13 +1090,7 @@ class Supervisor(service.Service):
             return
         if entry.removed or not self.running:
             return
-        if (
-            wasChild
-            and record.daemonizes
-            and status is not None
-            and status.si_code == os.CLD_EXITED
-            and status.si_status == 0
-        ):
+        if wasChild and record.daemonizes and exitCode == 0:
             # It forked and its parent exited: follow the one that stayed.
             started = record.startTime
             self._findRestarted(entry, started, "daemonizing")
@@ -1058,7 +1111,7 @@ class Supervisor(service.Service):
             self.log.warn("{name} (pid {pid}) {how}", name=entry.describe(), pid=oldPid, how=how)
             self._down(entry, decision.reason)
             return
-        if False:
+        if record.group is not None and record.critical:
             self._restartGroup(entry, how, oldPid, decision.delay)
             return
         if decision.delay <= 0:
@@ -1160,7 +1213,7 @@ class Supervisor(service.Service):
                           name=entry.describe(), pid=record.pid, wait=termWait)
             self._signal(entry, signal.SIGKILL)
 
-        entry.killTimer = self.reactor.callLater(termWait, kill)
+        entry.killTimer = self._later(termWait, kill)
         if entry.polled:
             # Polling every interval would make the stop wait that long.
             def check() -> None:
@@ -1169,8 +1222,8 @@ class Supervisor(service.Service):
                 if processes.startTime(record.pid, self.proc) != record.startTime:
                     self._ended(entry, "ended")
                 else:
-                    self.reactor.callLater(0.05, check)
-            self.reactor.callLater(0.05, check)
+                    self._later(0.05, check)
+            self._later(0.05, check)
         return result
 
     def _cancelTimers(self, entry: _Entry) -> None:
