@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 from twisted.trial.unittest import TestCase
 
@@ -98,6 +98,9 @@ def readLines(path: str) -> list[str]:
 
 
 def readText(path: str) -> str:
+    """
+    The text of C{path}, empty if it does not exist.
+    """
     try:
         with open(path, errors="replace") as f:
             return f.read()
@@ -144,7 +147,7 @@ class LiveTestCase(TestCase):
         SIGKILL every process whose command line holds this test's directory
         or one of its markers (the pids the listings showed included).
         """
-        needles = [self.dir.encode()] + [m.encode() for m in self.markers]
+        needles = [self.dir.encode() + b"/"] + [m.encode() for m in self.markers]
         me = os.getpid()
         for _ in range(2):
             pids = set(self.seen)
@@ -252,6 +255,9 @@ class LiveTestCase(TestCase):
         return records
 
     def logTail(self) -> str:
+        """
+        The end of the last keepalive's log, for failure messages.
+        """
         if self.daemon is None:
             return ""
         return "keepalive's log:\n" + self.daemon.log()[-4000:]
@@ -677,6 +683,26 @@ class LifecycleTests(LiveTestCase):
         self.assertEqual((new["child"], new["restarts"]), ("1", "1"))
         self.assertCommand(int(new["pid"]), ["/bin/sleep", marker])
 
+    def test_quitAfterTakeOver(self) -> None:
+        """
+        A process started by an earlier keepalive and taken over by this
+        one (not its child) is still one keepalive started: C{spawndaemon
+        -Q} stops it.
+        """
+        marker = self.marker()
+        daemon = self.keepalive()
+        self.ok("-r", self.sleepConfig("sleep.cfg", marker))
+        pid = int(self.waitRunning("the sleep")["pid"])
+        daemon.kill(signal.SIGTERM)
+        daemon = self.keepalive()
+        self.waitRecord("the sleep taken over",
+                        lambda r: r["pid"] == str(pid) and r["child"] == "0")
+        self.assertEqual(self.ok("-Q"),
+                         "keepalive is stopping; it stopped the processes in slot 1\n")
+        assert daemon.process is not None
+        self.assertEqual(daemon.process.wait(DEADLINE), 0)
+        self.assertFalse(processAlive(pid))
+
     def test_cleanStart(self) -> None:
         """
         C{keepalive -i} starts with an empty table and deletes the old log
@@ -833,6 +859,31 @@ class RestartScriptTests(LiveTestCase):
         third = self.waitRunning("the next snooze", exclude=(pid, newPid))
         self.assertEqual(third["restarts"], "2")
         self.assertEqual(len(readLines(ran)), 2)
+
+    def test_restartScriptLog(self) -> None:
+        """
+        A restart through the restart script deletes the log file of the
+        instance that died, like any restart, and the record no longer
+        names it: the process the script started does not write there.
+        """
+        marker = self.marker()
+        snooze = os.path.join(self.dir, "snooze")
+        shutil.copy("/bin/sleep", snooze)
+        self.script("restart-snooze", (
+            f"setsid -f {snooze} {marker} </dev/null >/dev/null 2>&1\nexit 0\n"
+        ), self.scriptDir)
+        cfg = self.config("snooze.cfg", f"command = {snooze}\nargs = {marker}\n"
+                                        "respawn-time = 0\nrestart-script = restart-snooze\n")
+        self.keepalive()
+        self.ok("-r", cfg)
+        first = self.waitRunning("the first snooze")
+        pid = int(first["pid"])
+        self.assertEqual(first["logPath"], os.path.join(self.logDir, f"snooze.{pid}"))
+        os.kill(pid, signal.SIGKILL)
+        new = self.waitRunning("the snooze the script started", exclude=(pid,))
+        self.assertFalse(os.path.exists(first["logPath"]),
+                         f"the dead instance's log {first['logPath']} is still there")
+        self.assertEqual(new["logPath"], "", "the record still names the dead instance's log")
 
     def test_unsafeRestartScript(self) -> None:
         """
