@@ -252,12 +252,19 @@ class ControlProtocol(amp.AMP):
         # Fires (and becomes None) when the connection is lost.
         self.lost: defer.Deferred[None] | None = defer.Deferred()
 
+    def makeConnection(self, transport: Any) -> None:
+        # AMP logs every connection and its end at info level, naming a
+        # UNIX peer as "None"; each command is logged with the caller's
+        # uid and pid instead.
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
     def connectionMade(self) -> None:
         super().connectionMade()
         self.peer = peerCredentials(self.transport)
 
     def connectionLost(self, reason: Failure) -> None:
-        super().connectionLost(reason)
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
         lost, self.lost = self.lost, None
         if lost is not None:
             lost.callback(None)
