@@ -26,6 +26,7 @@ itself never waits for the disk.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shlex
@@ -40,6 +41,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sysmon import processes
+from sysmon.ratelimit import Once
 from sysmon.children import ChildError, ChildResult, ChildRunner, UnsafeScript, checkScript
 from sysmon.keepalive import config as processConfig
 from sysmon.keepalive.config import GroupConfig, ProcessConfig
@@ -362,6 +364,7 @@ class Supervisor(service.Service):
         self._quitting = False
         self._orphans: list[Any] = []
         self._calls: set[Any] = set()
+        self._noDescriptors = Once(interval=3600)
 
     def _later(self, delay: float, f: Callable[..., Any], *args: Any) -> Any:
         """
@@ -971,8 +974,8 @@ class Supervisor(service.Service):
 
     def _watchChild(self, entry: _Entry) -> None:
         pid = entry.record.pid
-        if self.usePidfd:
-            fd = os.pidfd_open(pid)
+        fd = self._pidfd(pid) if self.usePidfd else None
+        if fd is not None:
             entry.watch = _PidfdWatch(fd, lambda: self._childEnded(entry))
             self.reactor.addReader(entry.watch)
         else:
@@ -982,6 +985,27 @@ class Supervisor(service.Service):
                 0, self._ended, entry, how, code))
             entry.reaper = reaper
             twistedProcess.registerReapProcessHandler(pid, reaper)
+
+    def _pidfd(self, pid: int) -> int | None:
+        """
+        A pidfd for C{pid}, or L{None} when this process has no descriptor
+        left for one (then it is reaped on SIGCHLD or polled instead).
+
+        @raise ProcessLookupError: there is no process C{pid}.
+        """
+        try:
+            return os.pidfd_open(pid)
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            if self._noDescriptors("pidfd", self.reactor.seconds()):
+                self.log.warn(
+                    "no file descriptor left for a pidfd ({why}); processes beyond the "
+                    "limit are reaped on SIGCHLD or polled every {interval:g}s; raise "
+                    "keepalive's RLIMIT_NOFILE (LimitNOFILE=)",
+                    why=e.strerror, interval=self.interval,
+                )
+            return None
 
     def _childEnded(self, entry: _Entry) -> None:
         watch = entry.watch
@@ -1005,19 +1029,20 @@ class Supervisor(service.Service):
         record = entry.record
         if self.usePidfd:
             try:
-                fd = os.pidfd_open(record.pid)
+                fd = self._pidfd(record.pid)
             except ProcessLookupError:
                 fd = -1
-            # The pidfd names one process for good; the start time, read
-            # after it was opened, proves it is the one the record means.
-            if fd >= 0 and processes.startTime(record.pid, self.proc) == record.startTime:
-                entry.watch = _PidfdWatch(fd, lambda: self._ended(entry, "ended"))
-                self.reactor.addReader(entry.watch)
+            if fd is not None:
+                # The pidfd names one process for good; the start time, read
+                # after it was opened, proves it is the one the record means.
+                if fd >= 0 and processes.startTime(record.pid, self.proc) == record.startTime:
+                    entry.watch = _PidfdWatch(fd, lambda: self._ended(entry, "ended"))
+                    self.reactor.addReader(entry.watch)
+                    return
+                if fd >= 0:
+                    os.close(fd)
+                self._later(0, self._ended, entry, "ended")
                 return
-            if fd >= 0:
-                os.close(fd)
-            self._later(0, self._ended, entry, "ended")
-            return
         entry.polled = True
         if self._poller is None or not self._poller.running:
             self._poller = task.LoopingCall(self._poll)

@@ -5,6 +5,7 @@ on the real reactor, supervising real processes.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import pwd
@@ -153,6 +154,26 @@ class SupervisorTestCase(unittest.TestCase):
         pid = await self.waitFor(new, what=f"a new process in slot {slot}")
         self.pids.add(pid)
         return pid
+
+    def popen(self, marker: str) -> subprocess.Popen[bytes]:
+        """
+        Start C{sleep <marker>} outside keepalive; killed at the end.
+        """
+        child = subprocess.Popen(["/bin/sleep", marker], start_new_session=True)
+        self.pids.add(child.pid)
+        # Popen returns once the exec has begun; the kernel fills in the
+        # new command line a moment later.
+        deadline = time.monotonic() + 5
+        while processes.commandLine(child.pid) != ("/bin/sleep", marker):
+            self.assertLess(time.monotonic(), deadline, "sleep did not start")
+            time.sleep(0.001)
+
+        def end() -> None:
+            child.kill()
+            child.wait()
+
+        self.addCleanup(end)
+        return child
 
     async def sleep(self, seconds: float) -> None:
         await task.deferLater(_reactor(), seconds, lambda: None)
@@ -589,23 +610,6 @@ class NonChildTests(SupervisorTestCase):
     table, daemons that fork away.
     """
 
-    def popen(self, marker: str) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(["/bin/sleep", marker], start_new_session=True)
-        self.pids.add(child.pid)
-        # Popen returns once the exec has begun; the kernel fills in the
-        # new command line a moment later.
-        deadline = time.monotonic() + 5
-        while processes.commandLine(child.pid) != ("/bin/sleep", marker):
-            self.assertLess(time.monotonic(), deadline, "sleep did not start")
-            time.sleep(0.001)
-
-        def end() -> None:
-            child.kill()
-            child.wait()
-
-        self.addCleanup(end)
-        return child
-
     @defer.inlineCallbacks
     def test_adoptedDeathNoticed(self) -> Any:
         """
@@ -785,3 +789,39 @@ class GroupTests(SupervisorTestCase):
         self.assertFalse(processAlive(newWeb))
         slotsGone = yield supervisor.unregister(group="site", kill=True)
         self.assertEqual(sorted(slotsGone), sorted(slots))
+
+
+class DescriptorLimitTests(SupervisorTestCase):
+    """
+    When keepalive has no file descriptor left for a pidfd, processes are
+    still watched: children through SIGCHLD, others by polling.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+
+        def exhausted(pid: int, flags: int = 0) -> int:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+        self.patch(os, "pidfd_open", exhausted)
+
+    @defer.inlineCallbacks
+    def test_childrenAndOthersStillWatched(self) -> Any:
+        """
+        Without pidfds to be had, a killed child and a killed adopted
+        process are both noticed and restarted, and the shortage is logged
+        once.
+        """
+        supervisor = self.start(usePidfd=True, interval=0.2)
+        marker, outside = self.marker(), self.marker()
+        [slot] = yield supervisor.register(self.config("s", command="/bin/sleep", args=marker))
+        first = self.record(slot).pid
+        os.kill(first, signal.SIGKILL)
+        yield defer.ensureDeferred(self.waitPid(slot, first))
+        theirs = self.popen(outside)
+        other = yield supervisor.adopt(self.config("o", command="/bin/sleep", args=outside),
+                                       theirs.pid)
+        self.assertTrue(supervisor.entries[other].polled)
+        theirs.kill()
+        yield defer.ensureDeferred(self.waitPid(other, theirs.pid))
+        self.assertEqual(self.logs.count("no file descriptor left for a pidfd"), 1)
