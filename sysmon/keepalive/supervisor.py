@@ -27,6 +27,7 @@ itself never waits for the disk.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import shlex
@@ -57,7 +58,7 @@ from sysmon.keepalive.errors import (
 from sysmon.keepalive.policy import State
 from sysmon.keepalive.table import Record, Table, TableWriter
 
-__all__ = ["Spawner", "Supervisor", "closeOnExec", "describeStatus", "pidfdSupported"]
+__all__ = ["Spawner", "Supervisor", "TableInUse", "closeOnExec", "describeStatus", "pidfdSupported"]
 
 #: How long a restart script may run before its process group is killed.
 SCRIPT_TIMEOUT = 60.0
@@ -237,6 +238,12 @@ def _ignoredSignals() -> list[int]:
     return ignored
 
 
+class TableInUse(KeepaliveError):
+    """
+    Another keepalive holds the table.
+    """
+
+
 @implementer(IReadDescriptor)
 class _PidfdWatch:
     """
@@ -357,6 +364,8 @@ class Supervisor(service.Service):
         self.spawner = Spawner(logDir, environ)
         self.entries: dict[int, _Entry] = {}
         self.table: Table | None = None
+        self._records: list[Record] = []
+        self._lock: int | None = None
         self.writer: TableWriter | None = None
         self.started = 0.0
         self._nextSlot = 1
@@ -380,32 +389,78 @@ class Supervisor(service.Service):
 
     # -- service lifecycle ------------------------------------------------
 
+    def privilegedStartService(self) -> None:
+        """
+        Open the table and the log directory (before twistd drops
+        privileges).  A table that cannot be used ends keepalive with the
+        reason (exit status 1).
+        """
+        super().privilegedStartService()
+        self._openTable()
+
+    def _openTable(self) -> None:
+        if self.table is not None:
+            return
+        try:
+            os.makedirs(self.logDir, 0o755, exist_ok=True)
+        except OSError as e:
+            self.log.critical("cannot create the log directory {path}: {why}",
+                              path=self.logDir, why=e.strerror)
+            raise SystemExit(1)
+        try:
+            table = Table(self.tablePath)
+            self._lockTable(table)
+            # The table is read and (with -i) cleared here, before its
+            # writer thread exists: from then on only that thread uses it.
+            if self.clean:
+                table.clear()
+                self._records = []
+            else:
+                self._records = table.load()
+            self._nextSlot = table.nextSlot()
+            self.started = self.reactor.seconds()
+            table.setMeta(
+                pid=os.getpid(),
+                started=self.started,
+                table=self.tablePath,
+                control=self.controlPath,
+            )
+        except KeepaliveError as e:
+            self.log.critical("{error}", error=str(e))
+            raise SystemExit(1)
+        self.table = table
+
+    def _lockTable(self, table: Table) -> None:
+        """
+        Hold an exclusive C{flock} on the table file for as long as keepalive
+        runs, so that two keepalives never manage the same processes
+        (readers such as C{spawndaemon -L} are not affected).
+        """
+        fd = os.open(self.tablePath, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            owner = table.meta().get("pid", "?")
+            table.close()
+            raise TableInUse(
+                f"another keepalive (pid {owner}) is using the table {self.tablePath}"
+            ) from None
+        self._lock = fd
+
     def startService(self) -> None:
         """
-        Open the table, then start (C{clean}) or take over its processes.
+        Start (C{clean}) or take over the processes of the table.
         """
         super().startService()
-        self.started = self.reactor.seconds()
         closeOnExec()
-        os.makedirs(self.logDir, 0o755, exist_ok=True)
-        self.table = Table(self.tablePath)
-        # The table is read and (with -i) cleared here, before its writer
-        # thread exists: from then on only that thread uses it.
+        self._openTable()
+        assert self.table is not None
         if self.clean:
-            self.table.clear()
             self._deleteLogs(keep=set())
-            records: list[Record] = []
             self.log.info("keepalive starting with a clean table {table}", table=self.tablePath)
-        else:
-            records = self.table.load()
-        self._nextSlot = self.table.nextSlot()
+        records, self._records = self._records, []
         self.writer = TableWriter(self.table, self.reactor)
-        self.writer.setMeta(
-            pid=os.getpid(),
-            started=self.started,
-            table=self.tablePath,
-            control=self.controlPath,
-        )
         self.log.info(
             "keepalive supervising; table {table}, logs in {logDir}, "
             "{how}",
@@ -439,8 +494,12 @@ class Supervisor(service.Service):
             self._deleteLogs(keep={e.record.logPath for e in self.entries.values()})
         writer = self.writer
         self.writer = None
+        self.table = None
+        lock, self._lock = self._lock, None
         d = self.runner.stopAll()
         d.addBoth(lambda _: writer.close() if writer is not None else None)
+        # The lock goes once the last write is on disk.
+        d.addBoth(lambda _: os.close(lock) if lock is not None else None)
         d.addBoth(lambda _: None)
         return d
 

@@ -825,3 +825,40 @@ class DescriptorLimitTests(SupervisorTestCase):
         theirs.kill()
         yield defer.ensureDeferred(self.waitPid(other, theirs.pid))
         self.assertEqual(self.logs.count("no file descriptor left for a pidfd"), 1)
+
+
+class StartTests(SupervisorTestCase):
+    """
+    What keepalive refuses to start with.
+    """
+
+    def test_tableInUse(self) -> None:
+        """
+        A second keepalive on a table that a running keepalive holds stops
+        with the reason (exit status 1) and touches nothing.
+        """
+        self.start()
+        second = Supervisor(self.tablePath, logDir=self.logDir, scriptDir=self.scripts,
+                            reactor=_reactor())
+        with self.assertRaises(SystemExit) as caught:
+            second.privilegedStartService()
+        self.assertEqual(caught.exception.code, 1)
+        self.assertTrue(self.logs.has(
+            f"another keepalive (pid {os.getpid()}) is using the table {self.tablePath}"))
+
+    def test_badTable(self) -> None:
+        """
+        A table file that is not keepalive's stops keepalive with the reason
+        (exit status 1); the file is left as it was.
+        """
+        os.makedirs(os.path.dirname(self.tablePath))
+        with open(self.tablePath, "w") as f:
+            f.write("not a database\n")
+        supervisor = Supervisor(self.tablePath, logDir=self.logDir, scriptDir=self.scripts,
+                                reactor=_reactor())
+        with self.assertRaises(SystemExit) as caught:
+            supervisor.privilegedStartService()
+        self.assertEqual(caught.exception.code, 1)
+        self.assertTrue(self.logs.has(f"table {self.tablePath}: not a keepalive table"))
+        with open(self.tablePath) as f:
+            self.assertEqual(f.read(), "not a database\n")
