@@ -31,7 +31,7 @@ from sysmon.keepalive.policy import State
 from sysmon.keepalive.supervisor import Supervisor
 from sysmon.keepalive.table import Record, Table
 from sysmon.keepalive.config import ProcessConfig
-from sysmon.testing import LogCapture, processAlive, writeScript
+from sysmon.testing import LogCapture, ProcTree, processAlive, writeScript
 
 _marker = itertools.count(int(time.time() * 1000) % 1000000 * 100)
 
@@ -862,3 +862,33 @@ class StartTests(SupervisorTestCase):
         self.assertTrue(self.logs.has(f"table {self.tablePath}: not a keepalive table"))
         with open(self.tablePath) as f:
             self.assertEqual(f.read(), "not a database\n")
+
+
+class PidReuseWhilePollingTests(SupervisorTestCase):
+    """
+    A polled process whose pid is taken by another process between two
+    polls, on a fixture C{/proc} (real pid reuse cannot be arranged).
+    """
+
+    usePidfd = False
+
+    @defer.inlineCallbacks
+    def test_reusedBetweenPolls(self) -> Any:
+        """
+        When the pid of a polled process shows another start time, the
+        process is taken as dead and the program is started again; the
+        process now holding the pid is not signalled or adopted.
+        """
+        proc = ProcTree.make(os.path.join(self.root, "proc"))
+        marker = self.marker()
+        proc.process(4242, starttime=500, cmdline=("/bin/sleep", marker))
+        supervisor = self.start(proc=proc.root, interval=0.1)
+        slot = yield supervisor.adopt(self.config("s", command="/bin/sleep", args=marker), 4242)
+        yield defer.ensureDeferred(self.sleep(0.3))
+        self.assertEqual((self.record(slot).pid, self.record(slot).state), (4242, State.OK))
+        proc.process(4242, starttime=900, cmdline=("/usr/bin/other",))
+        new = yield defer.ensureDeferred(self.waitPid(slot, 4242))
+        self.assertTrue(self.record(slot).child)
+        self.assertEqual(processes.commandLine(new), ("/bin/sleep", marker))
+        self.assertEqual(self.record(slot).lastExit,
+                         "ended (not keepalive's child: status unknown)")
