@@ -17,6 +17,7 @@ __all__ = [
     "commandLine",
     "find",
     "matches",
+    "sessionId",
     "startTime",
     "ticksNow",
 ]
@@ -57,6 +58,20 @@ def startTime(pid: int, proc: str = PROC) -> int | None:
         return None
     try:
         return int(fields[19])
+    except ValueError:
+        return None
+
+
+def sessionId(pid: int, proc: str = PROC) -> int | None:
+    """
+    The session of process C{pid} (field 6 of C{/proc/<pid>/stat}), or
+    L{None} if there is no such process.
+    """
+    fields = _statFields(pid, proc)
+    if fields is None or len(fields) < 4:
+        return None
+    try:
+        return int(fields[3])
     except ValueError:
         return None
 

@@ -1353,12 +1353,47 @@ class Supervisor(service.Service):
             self._watchOther(entry)
             self._save(entry)
             return
+        successor = self._successor(record)
+        if successor is not None:
+            # keepalive stopped (killed?) after a restart and before the
+            # table had the new pid: that process is the one to follow, not
+            # a reason to start a second one.
+            oldPid = record.pid
+            record.pid, record.startTime = successor
+            record.state = State.OK
+            log = os.path.join(self.logDir, f"{record.config.basename}.{record.pid}")
+            record.logPath = log if os.path.exists(log) else None
+            self.log.warn(
+                "{name}: pid {oldPid} has ended, but pid {pid} runs the same command in a "
+                "session of its own, started after it: taking it over (keepalive stopped "
+                "before it recorded that restart)",
+                name=entry.describe(), oldPid=oldPid, pid=record.pid,
+            )
+            self._watchOther(entry)
+            self._save(entry)
+            return
         oldPid, record.pid = record.pid, 0
         if oldPid:
             self._died(entry, "ended while keepalive was not running", oldPid)
         else:
             self.log.info("{name}: not running; starting it", name=entry.describe())
             self._schedule(entry, 0)
+
+    def _successor(self, record: Record) -> tuple[int, int] | None:
+        """
+        The process keepalive itself started in C{record}'s place after the
+        one the table names: the same command line, a session leader (as
+        keepalive starts its children), started after the recorded one.
+        """
+        if not (record.pid and record.startTime and record.spawned):
+            return None
+        for pid, started in processes.find(record.config.path, record.config.args,
+                                           after=record.startTime + 1, proc=self.proc):
+            if processes.sessionId(pid, self.proc) == pid and not any(
+                e.record.pid == pid for e in self.entries.values()
+            ):
+                return pid, started
+        return None
 
     # -- files ------------------------------------------------------------
 

@@ -679,6 +679,40 @@ class NonChildTests(SupervisorTestCase):
         self.assertIsNone(stranger.poll())
 
     @defer.inlineCallbacks
+    def test_unrecordedRestartTakenOver(self) -> Any:
+        """
+        When keepalive stopped after restarting a process but before the
+        table had the new pid, the next keepalive follows the process that
+        runs the same command in a session of its own, started after the
+        recorded one, instead of starting a second one; a process with the
+        same command that is not a session leader is not taken for it.
+        """
+        supervisor = self.start()
+        marker, other = self.marker(), self.marker()
+        [slot] = yield supervisor.register(self.config("s", command="/bin/sleep", args=marker))
+        [slot2] = yield supervisor.register(self.config("t", command="/bin/sleep", args=other))
+        yield supervisor.stopService()
+        for s in (slot, slot2):
+            pid = self.record(s).pid
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        yield defer.ensureDeferred(self.sleep(0.05))
+        successor = self.popen(marker)
+        plain = subprocess.Popen(["/bin/sleep", other])
+        self.pids.add(plain.pid)
+        self.addCleanup(plain.wait)
+        self.addCleanup(plain.kill)
+        self.start()
+        record = self.record(slot)
+        self.assertEqual((record.pid, record.state, record.child), (successor.pid, State.OK, False))
+        self.assertTrue(self.logs.has(f"pid {successor.pid} runs the same command in a session "
+                                      "of its own"))
+        new = yield defer.ensureDeferred(self.waitPid(slot2, 0))
+        self.assertNotEqual(new, plain.pid)
+        self.assertIsNone(plain.poll())
+        self.assertEqual([p for p, _ in processes.find("/bin/sleep", (marker,))], [successor.pid])
+
+    @defer.inlineCallbacks
     def test_daemonizingProgram(self) -> Any:
         """
         A program with a pid file that forks into the background and exits
