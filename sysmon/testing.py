@@ -398,6 +398,25 @@ def processAlive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def commandLineSoon(pid: int, timeout: float = 5.0) -> tuple[str, ...] | None:
+    """
+    The command line of a process that was just started.  Whoever starts a
+    process has its pid as soon as the exec has begun, but the kernel fills
+    in the new command line a moment later (until then it reads as empty):
+    wait up to C{timeout} seconds for it.
+
+    @return: the command line, or L{None} if the process has ended.
+    """
+    from sysmon import processes
+
+    deadline = time.monotonic() + timeout
+    while (cmdline := processes.commandLine(pid)) is None and time.monotonic() < deadline:
+        if not processAlive(pid):
+            return None
+        time.sleep(0.001)
+    return cmdline
+
+
 def fakeInitSystem(directory: str) -> tuple[str, str]:
     """
     Stand-ins for C{systemctl} and C{shutdown} that only record their

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 
 from twisted.internet import error
 from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
@@ -19,6 +20,7 @@ from sysmon.testing import (
     FakeReactor,
     ProcTree,
     RecordingDatagramTransport,
+    commandLineSoon,
     makeTestCA,
     processUsage,
 )
@@ -385,3 +387,28 @@ class TestCATests(SynchronousTestCase):
         with self.assertRaises(ssl.SSLCertVerificationError) as e:
             _handshake(cert, key, "localhost", self.ca.caCert)
         self.assertIn("expired", str(e.exception))
+
+
+class CommandLineSoonTests(SynchronousTestCase):
+    """
+    L{commandLineSoon} waits for a new process's command line.
+    """
+
+    def test_newProcess(self) -> None:
+        """
+        Asked at once after the start, it gives the command line the process
+        was started with.
+        """
+        child = subprocess.Popen(["/bin/sleep", "7654321"])
+        self.addCleanup(child.wait)
+        self.addCleanup(child.kill)
+        self.assertEqual(commandLineSoon(child.pid), ("/bin/sleep", "7654321"))
+
+    def test_ended(self) -> None:
+        """
+        For a process that has ended it gives L{None} without waiting out
+        the timeout.
+        """
+        child = subprocess.Popen(["/bin/true"])
+        child.wait()
+        self.assertIsNone(commandLineSoon(child.pid, timeout=30))

@@ -28,7 +28,7 @@ from twisted.trial.unittest import TestCase
 
 from sysmon import processes
 from sysmon.keepalive.table import Table
-from sysmon.testing import TwistdChild, processAlive, writeScript
+from sysmon.testing import TwistdChild, commandLineSoon, processAlive, writeScript
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -302,7 +302,7 @@ class LiveTestCase(TestCase):
         Process C{pid} is alive and runs C{argv}.
         """
         self.assertTrue(processAlive(pid), f"process {pid} is not running")
-        self.assertEqual(processes.commandLine(pid), tuple(argv))
+        self.assertEqual(commandLineSoon(pid), tuple(argv))
 
     def sleepConfig(self, name: str, marker: str, extra: str = "") -> str:
         """

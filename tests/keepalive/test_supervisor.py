@@ -31,7 +31,7 @@ from sysmon.keepalive.policy import State
 from sysmon.keepalive.supervisor import Supervisor
 from sysmon.keepalive.table import Record, Table
 from sysmon.keepalive.config import ProcessConfig
-from sysmon.testing import LogCapture, ProcTree, processAlive, writeScript
+from sysmon.testing import LogCapture, ProcTree, commandLineSoon, processAlive, writeScript
 
 _marker = itertools.count(int(time.time() * 1000) % 1000000 * 100)
 
@@ -161,12 +161,7 @@ class SupervisorTestCase(unittest.TestCase):
         """
         child = subprocess.Popen(["/bin/sleep", marker], start_new_session=True)
         self.pids.add(child.pid)
-        # Popen returns once the exec has begun; the kernel fills in the
-        # new command line a moment later.
-        deadline = time.monotonic() + 5
-        while processes.commandLine(child.pid) != ("/bin/sleep", marker):
-            self.assertLess(time.monotonic(), deadline, "sleep did not start")
-            time.sleep(0.001)
+        self.assertEqual(commandLineSoon(child.pid), ("/bin/sleep", marker))
 
         def end() -> None:
             child.kill()
@@ -521,7 +516,7 @@ class RestartScriptTests(SupervisorTestCase):
         second = yield defer.ensureDeferred(self.waitPid(slot, first))
         with open(ran) as f:
             self.assertEqual(f.read(), f"{slot} was killed by SIGKILL\n")
-        self.assertEqual(processes.commandLine(second), ("/bin/sleep", marker))
+        self.assertEqual(commandLineSoon(second), ("/bin/sleep", marker))
         self.assertFalse(self.record(slot).child)
         os.kill(second, signal.SIGKILL)
         third = yield defer.ensureDeferred(self.waitPid(slot, second))
@@ -600,7 +595,7 @@ class RestartScriptTests(SupervisorTestCase):
         os.kill(first, signal.SIGKILL)
         second = yield defer.ensureDeferred(self.waitPid(slot, first))
         self.assertTrue(self.record(slot).child)
-        self.assertEqual(processes.commandLine(second), ("/bin/sleep", marker))
+        self.assertEqual(commandLineSoon(second), ("/bin/sleep", marker))
         self.assertTrue(self.logs.has("cannot reach the database"))
 
 
@@ -628,7 +623,7 @@ class NonChildTests(SupervisorTestCase):
         outside.kill()
         new = yield defer.ensureDeferred(self.waitPid(slot, outside.pid))
         self.assertTrue(self.record(slot).child)
-        self.assertEqual(processes.commandLine(new), ("/bin/sleep", marker))
+        self.assertEqual(commandLineSoon(new), ("/bin/sleep", marker))
 
     @defer.inlineCallbacks
     def test_takeOverAfterRestart(self) -> Any:
@@ -923,6 +918,6 @@ class PidReuseWhilePollingTests(SupervisorTestCase):
         proc.process(4242, starttime=900, cmdline=("/usr/bin/other",))
         new = yield defer.ensureDeferred(self.waitPid(slot, 4242))
         self.assertTrue(self.record(slot).child)
-        self.assertEqual(processes.commandLine(new), ("/bin/sleep", marker))
+        self.assertEqual(commandLineSoon(new), ("/bin/sleep", marker))
         self.assertEqual(self.record(slot).lastExit,
                          "ended (not keepalive's child: status unknown)")
