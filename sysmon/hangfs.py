@@ -54,6 +54,8 @@ from typing import IO, NamedTuple, Sequence
 
 from twisted.logger import Logger
 
+from sysmon import processes
+
 __all__ = [
     "HangFSError",
     "FuseUnavailable",
@@ -285,13 +287,7 @@ def _parentGone(parentPid: int) -> bool:
     """
     if os.getppid() != parentPid:
         return True
-    try:
-        with open(f"/proc/{parentPid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return True
-    state = data[data.rfind(b")") + 2 : data.rfind(b")") + 3]
-    return state in (b"Z", b"X", b"x")
+    return processes.state(parentPid) in (None, "Z", "X", "x")
 
 
 class _Server:

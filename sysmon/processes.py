@@ -19,13 +19,21 @@ __all__ = [
     "matches",
     "sessionId",
     "startTime",
+    "state",
+    "statFields",
     "ticksNow",
 ]
 
 PROC = "/proc"
 
 
-def _statFields(pid: int, proc: str) -> list[str] | None:
+def statFields(pid: int, proc: str = PROC) -> list[str] | None:
+    """
+    The fields of C{/proc/<pid>/stat} after the command name: element 0 is
+    field 3 (the state), element 19 field 22 (the start time).
+
+    @return: the fields, or L{None} if there is no such process.
+    """
     try:
         with open(f"{proc}/{pid}/stat", "rb") as f:
             data = f.read()
@@ -41,6 +49,15 @@ def _statFields(pid: int, proc: str) -> list[str] | None:
     return data[end + 1 :].decode("ascii", "replace").split()
 
 
+def state(pid: int, proc: str = PROC) -> str | None:
+    """
+    The state letter of process C{pid} (C{R}, C{S}, C{Z} ...), or L{None}
+    if there is no such process.
+    """
+    fields = statFields(pid, proc)
+    return fields[0] if fields else None
+
+
 def startTime(pid: int, proc: str = PROC) -> int | None:
     """
     The start time of process C{pid}: field 22 of C{/proc/<pid>/stat},
@@ -50,7 +67,7 @@ def startTime(pid: int, proc: str = PROC) -> int | None:
     @return: the start time, or L{None} if there is no such process (or it
         is a zombie: it has ended and only waits to be reaped).
     """
-    fields = _statFields(pid, proc)
+    fields = statFields(pid, proc)
     # After the name: field 3 (state) is fields[0], field 22 is fields[19].
     if fields is None or len(fields) < 20:
         return None
@@ -67,7 +84,7 @@ def sessionId(pid: int, proc: str = PROC) -> int | None:
     The session of process C{pid} (field 6 of C{/proc/<pid>/stat}), or
     L{None} if there is no such process.
     """
-    fields = _statFields(pid, proc)
+    fields = statFields(pid, proc)
     if fields is None or len(fields) < 4:
         return None
     try:

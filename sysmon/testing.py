@@ -390,12 +390,9 @@ def processAlive(pid: int) -> bool:
     """
     Whether C{pid} is a running (not zombie) process.
     """
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
+    from sysmon import processes
+
+    return processes.state(pid) not in (None, "Z", "X")
 
 
 def commandLineSoon(pid: int, timeout: float = 5.0) -> tuple[str, ...] | None:
@@ -552,8 +549,11 @@ def processUsage(pid: int, proc: str = "/proc") -> ProcessUsage:
     """
     Read C{pid}'s CPU time and memory from C{/proc}.
     """
-    with open(f"{proc}/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    from sysmon import processes
+
+    fields = processes.statFields(pid, proc)
+    if fields is None:
+        raise ProcessLookupError(f"no process {pid} in {proc}")
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     memory = {}
     with open(f"{proc}/{pid}/status") as f:
