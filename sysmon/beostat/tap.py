@@ -19,6 +19,8 @@ from twisted.python import usage
 from sysmon.beostat import shm, wire
 from sysmon.beostat.recv import RecvstatsService, RecvstatsSettings
 from sysmon.beostat.send import MAX_INTERVAL, MIN_INTERVAL, SendstatsService
+from sysmon.directory import DirectoryError
+from sysmon.directory.options import DIRECTORY_OPTIONS, chooseDirectory
 from sysmon.udp import interfaceAddress
 
 __all__ = ["RecvstatsOptions", "SendstatsOptions", "readKey", "recvstats", "sendstats"]
@@ -115,6 +117,7 @@ class RecvstatsOptions(usage.Options):
                             "exists, else /dev/shm/beostat]."],
         ["hosts", None, None, "Host directory file (conf/hosts format): node numbers for "
                               "senders that do not give one."],
+        *DIRECTORY_OPTIONS,
         ["ip-base", None, None, "Otherwise node number = sender address - this address."],
         ["master-interval", None, 5.0, "Seconds between reports of this machine as node -1 "
                                        "(0: do not report it).", _seconds(0, MAX_INTERVAL)],
@@ -129,6 +132,11 @@ class RecvstatsOptions(usage.Options):
                 ipaddress.IPv4Address(self["ip-base"])
             except ValueError:
                 raise usage.UsageError(f"--ip-base: {self['ip-base']!r} is not an IPv4 address")
+        try:
+            self.directory = chooseDirectory(
+                self["hosts"], self["directory"], self["directory-config"])
+        except DirectoryError as e:
+            raise usage.UsageError(str(e))
         address = _interface(self)
         group = None if self["no-multicast"] else self["group"]
         if group is not None:
@@ -152,10 +160,7 @@ def makeRecvstatsService(options: RecvstatsOptions, reactor: Any = None) -> Recv
     """
     The recvstats service from its options.
     """
-    directory = None
-    if options["hosts"]:
-        from sysmon.directory.file import FileHostDirectory
-        directory = FileHostDirectory(options["hosts"])
+    directory = options.directory.make(reactor)
     if options.settings.group and not options["interface"]:
         log.warn("recvstats: no --interface given; joining {group} on the kernel's default "
                  "interface", group=options.settings.group)

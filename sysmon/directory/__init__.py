@@ -6,7 +6,8 @@ A host record joins an address to the host's name, its cluster node number
 the client's against it), plus free-form attributes.  Backends provide
 L{IHostDirectory}; every lookup returns a L{Deferred} so that a backend may
 ask a server (LDAP) without blocking the reactor.  The file backend is
-L{sysmon.directory.file.FileHostDirectory}.
+L{sysmon.directory.file.FileHostDirectory}, the LDAP backend
+L{sysmon.directory.ldap.LDAPHostDirectory}.
 """
 
 from __future__ import annotations
@@ -18,12 +19,27 @@ from typing import Mapping
 import attrs
 from zope.interface import Interface
 
-__all__ = ["HostRecord", "IHostDirectory", "DirectoryError", "normalizeAddress"]
+__all__ = [
+    "DirectoryError",
+    "DirectoryUnavailable",
+    "HostRecord",
+    "IHostDirectory",
+    "normalizeAddress",
+]
 
 
 class DirectoryError(Exception):
     """
     The directory cannot be read or holds bad data; the message names where.
+    Permanent until an operator acts: a bad file, bad credentials, an
+    untrusted certificate, a base DN that does not exist.
+    """
+
+
+class DirectoryUnavailable(DirectoryError):
+    """
+    The directory server cannot be reached or did not answer in time.
+    Transient: the same question may be answered later.
     """
 
 
@@ -69,7 +85,8 @@ class IHostDirectory(Interface):
     """
     Looks hosts up.  Every method returns a L{Deferred}; a host that is not
     known gives L{None}, never an error.  A directory that cannot answer at
-    all fails the Deferred with L{DirectoryError}.
+    all fails the Deferred with L{DirectoryError} (L{DirectoryUnavailable}
+    while its server is out of reach).
     """
 
     def lookupAddress(address: str) -> "Deferred[HostRecord | None]":

@@ -18,6 +18,8 @@ from twisted.python import usage
 
 from sysmon import config
 from sysmon.config import ConfigError, Key, Schema
+from sysmon.directory import DirectoryError
+from sysmon.directory.options import DIRECTORY_OPTIONS, chooseDirectory
 from sysmon.netdump.protocol import NetdumpProtocol
 from sysmon.netdump.server import NetdumpServer, ServerSettings
 from sysmon.netdump.store import DumpStore
@@ -41,6 +43,10 @@ SCHEMA = Schema(
         Key("retries", config.integer(1, 100000), 20, help="silent timeouts before a client is gone"),
         Key("script_timeout", config.number(0.1, 86400.0), 60.0, help="seconds a script may run"),
         Key("hosts", config.string, None, allowEmpty=True, help="host directory file (magics)"),
+        Key("directory", config.string, None, allowEmpty=True,
+            help="LDAP host directory URL (magics)"),
+        Key("directory_config", config.string, None, allowEmpty=True,
+            help="LDAP host directory settings file"),
     ]
 )
 
@@ -49,6 +55,7 @@ _OPTION_KEYS = {
     "concurrent": "max_concurrent_dumps",
     "space-check": "space_check",
     "script-timeout": "script_timeout",
+    "directory-config": "directory_config",
 }
 
 
@@ -65,7 +72,8 @@ class Options(usage.Options):
         "vmcore that crash(8) reads, with the console log and dump.json.  Scripts in "
         "<dumpdir>/scripts/ (netdump-start, netdump-crash, netdump-nospace, "
         "netdump-reboot) run on events.  In secure mode (the default) a client's magic "
-        "must match <dumpdir>/magic/<ip> (16 hex digits) or the --hosts file.  Options "
+        "must match <dumpdir>/magic/<ip> (16 hex digits), else the host directory: the "
+        "--hosts file or the LDAP directory (--directory).  Options "
         "override " + DEFAULT_CONFIG + "."
     )
     optFlags = [
@@ -88,6 +96,7 @@ class Options(usage.Options):
                                 "[default: 20]."],
         ["script-timeout", None, None, "Seconds a script may run [default: 60]."],
         ["hosts", None, None, "Host directory file with client magics (conf/hosts format)."],
+        *DIRECTORY_OPTIONS,
         ["pidfile", "P", None, "Pid file (same as twistd's --pidfile)."],
     ]
 
@@ -102,6 +111,11 @@ class Options(usage.Options):
         if self["daemon"]:
             conf.override("daemon", True)
         self.conf = conf
+        try:
+            self.directory = chooseDirectory(
+                conf["hosts"], conf["directory"], conf["directory_config"])
+        except DirectoryError as e:
+            raise usage.UsageError(str(e))
         self._twistdOptions(conf)
 
     def _twistdOptions(self, conf: config.Config) -> None:
@@ -187,15 +201,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
     log = Logger(namespace="sysmon.netdump.tap")
     for warning in conf.warnings:
         log.warn("{warning}", warning=str(warning))
-    directory = None
-    if conf["hosts"]:
-        from sysmon.directory import DirectoryError
-        from sysmon.directory.file import FileHostDirectory
-
-        try:
-            directory = FileHostDirectory(conf["hosts"])
-        except DirectoryError as e:
-            raise usage.UsageError(str(e))
+    directory = options.directory.make(reactor)
     store = DumpStore(os.path.abspath(conf["dumpdir"]))
     server = NetdumpServer(store, settingsFrom(conf), reactor=reactor, directory=directory)
     return NetdumpService(server, conf["port"], conf["addr"] or "", reactor=reactor)

@@ -150,11 +150,37 @@ class ServiceTests(SynchronousTestCase):
 
     def test_badHostsFile(self):
         """
-        A bad hosts file is a usage error at start.
+        A bad hosts file is a usage error while the options are read (so
+        twistd prints one line, not a traceback from makeService).
         """
         hosts = self.mktemp()
         with open(hosts, "w") as f:
             f.write("n1 10.0.0.1 node=x\n")
-        options = parse(["--config", os.devnull, "--hosts", hosts])
-        e = self.assertRaises(usage.UsageError, tap.makeService, options, FakeReactor())
+        e = self.assertRaises(usage.UsageError, parse, ["--config", os.devnull, "--hosts", hosts])
         self.assertIn(f"{hosts}:1:", str(e))
+
+    def test_hostsAndDirectory(self):
+        """
+        A hosts file and an LDAP directory together are refused: one source
+        of magics.
+        """
+        hosts = self.mktemp()
+        with open(hosts, "w") as f:
+            f.write("n1 10.0.0.1\n")
+        e = self.assertRaises(usage.UsageError, parse, [
+            "--config", os.devnull, "--hosts", hosts, "--directory", "ldap://127.0.0.1/dc=x"])
+        self.assertIn("not both", str(e))
+
+    def test_directoryConfigKey(self):
+        """
+        The LDAP directory can be chosen in netdump.conf; a bad settings file
+        is a usage error naming its file and line.
+        """
+        settings = self.mktemp()
+        with open(settings, "w") as f:
+            f.write("url = ldap://127.0.0.1:1/dc=x\nttl = soon\n")
+        conf = self.mktemp()
+        with open(conf, "w") as f:
+            f.write(f"directory_config = {settings}\n")
+        e = self.assertRaises(usage.UsageError, parse, ["--config", conf])
+        self.assertIn(f"{settings}:2:", str(e))
