@@ -356,16 +356,25 @@ class TwistdChild:
 
 class LogCapture:
     """
-    Collects the text of every log event while a test runs.
+    Collects the text of every log event while a test runs (of one logger
+    namespace, if given).
     """
 
-    def __init__(self, case: Any) -> None:
+    def __init__(self, case: Any, namespace: str | None = None) -> None:
+        self.namespace = namespace
         self.events: list[LogEvent] = []
-        globalLogPublisher.addObserver(self.events.append)
-        case.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        globalLogPublisher.addObserver(self._observe)
+        case.addCleanup(globalLogPublisher.removeObserver, self._observe)
+
+    def _observe(self, event: LogEvent) -> None:
+        if self.namespace is None or event.get("log_namespace") == self.namespace:
+            self.events.append(event)
 
     def texts(self) -> list[str]:
         return [formatEvent(e) for e in self.events]
+
+    def matching(self, fragment: str) -> list[str]:
+        return [t for t in self.texts() if fragment in t]
 
     def has(self, fragment: str) -> bool:
         return any(fragment in t for t in self.texts())

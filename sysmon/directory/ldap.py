@@ -685,6 +685,11 @@ class LDAPHostDirectory:
         self._outage: _Outage | None = None
         self._closed = False
         self._checkPasswordFile()
+        self.log.info(
+            "host directory {url} ({security}), bound as {who}, base {base}, "
+            "answers cached {ttl:g}s, lookup timeout {timeout:g}s",
+            url=settings.url, security=settings.security, who=settings.bindDN or "anonymous",
+            base=settings.base, ttl=settings.ttl, timeout=settings.timeout)
         if unreachable is not None:
             self._enterOutage(unreachable)
 

@@ -503,29 +503,34 @@ class NetdumpServer:
         else:
             self._admit(session)
 
-    def _expectedMagic(self, ip: str) -> defer.Deferred[int | None]:
+    def _expectedMagic(self, ip: str) -> defer.Deferred[int | str | None]:
+        """
+        The magic expected from C{ip}: its magic file, else its host in the
+        directory; L{None} when neither knows it, or the text of why the
+        directory could not answer.
+        """
         magic = self.store.magicFor(ip)
         if magic is not None or self.directory is None:
             return defer.succeed(magic)
         d = self.directory.lookupAddress(ip)
         d.addCallback(lambda record: None if record is None else record.magic)
 
-        def failed(f: Failure) -> None:
-            self.log.warn("host directory lookup of {ip} failed: {error}", ip=ip,
-                          error=f.getErrorMessage())
-            return None
+        def failed(f: Failure) -> str:
+            self.counters["directory_errors"] += 1
+            return f"the host directory cannot answer ({f.getErrorMessage()})"
 
         return d.addErrback(failed)
 
-    def _checkMagic(self, expected: int | None, session: Session) -> None:
+    def _checkMagic(self, expected: int | str | None, session: Session) -> None:
         if self.sessions.get(session.ip) is not session:
             return
         given = session.start.magic
-        if expected is None or given is None or given != expected:
+        if not isinstance(expected, int) or given is None or given != expected:
             del self.sessions[session.ip]
             self.counters["bad_magic"] += 1
             if self._warned(session.ip, self.now()):
-                why = ("no magic is known for it" if expected is None else
+                why = (expected if isinstance(expected, str) else
+                       "no magic is known for it" if expected is None else
                        "it sent no magic" if given is None else "its magic is wrong")
                 self.log.warn(
                     "ignoring netdump START from {ip}:{port} in secure mode: {why}",

@@ -11,7 +11,6 @@ import json
 import os
 import random
 
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sysmon.netdump import wire
@@ -19,6 +18,7 @@ from sysmon.netdump.server import ServerSettings
 from sysmon.netdump.sim import Progress, verify
 from sysmon.netdump.store import Vmcore
 from sysmon.netdump.wire import COMM, REPLY
+from sysmon.testing import LogCapture
 
 from .harness import Bench, makeSim
 
@@ -39,18 +39,6 @@ def dumpInfo(directory):
 def requests(bench, ip, command):
     return [wire.Request.fromBytes(d) for d, a in bench.sent if a[0] == ip
             and wire.Request.fromBytes(d).command == command]
-
-
-class LogCapture:
-    def __init__(self, case):
-        self.events = []
-        globalLogPublisher.addObserver(self.events.append)
-        case.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-
-    def texts(self):
-        from twisted.logger import formatEvent
-
-        return [formatEvent(e) for e in self.events]
 
 
 class DumpTests(SynchronousTestCase):
@@ -363,6 +351,41 @@ class SecureModeTests(SynchronousTestCase):
         client = bench.add("10.0.1.5", magic=0xDEADBEEF)
         bench.crashAll(client)
         bench.run(lambda: client.sim.rebooted)
+
+    def test_hostDirectoryCannotAnswer(self):
+        """
+        A directory that cannot answer (an LDAP server down, the host not
+        cached) gets the client no reply, counted, with the reason in the
+        one rate-limited warning per client, however often it announces
+        itself.
+        """
+        from twisted.internet import defer
+
+        from sysmon.directory import DirectoryUnavailable
+
+        class Down:
+            asked = 0
+
+            def lookupAddress(self, address):
+                self.asked += 1
+                return defer.fail(DirectoryUnavailable(
+                    f"unknown host (address {address}): LDAP server ldap://ldap:389 unreachable"))
+
+        bench = self.bench()
+        logs = LogCapture(self)
+        bench.server.directory = directory = Down()
+        client = bench.add("10.0.1.6", magic=0xDEADBEEF)
+        bench.crashAll(client)
+        bench.run(lambda: False if bench.reactor.seconds() < 5 else True)
+        self.assertEqual(bench.transport.written, [])
+        self.assertEqual(bench.crashDirs("10.0.1.6"), [])
+        warnings = logs.matching("secure mode")
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("10.0.1.6", warnings[0])
+        self.assertIn("the host directory cannot answer (unknown host (address 10.0.1.6)",
+                      warnings[0])
+        self.assertGreater(directory.asked, 2)
+        self.assertEqual(bench.server.counters["directory_errors"], directory.asked)
 
 
 class ConcurrencyTests(SynchronousTestCase):

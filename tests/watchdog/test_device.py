@@ -20,9 +20,9 @@ import termios
 import tty
 
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from sysmon.testing import LogCapture
 from sysmon.watchdog import device
 from sysmon.watchdog.codes import ENOERR
 from sysmon.watchdog.device import (
@@ -37,28 +37,6 @@ WDIOF_MAGICCLOSE = 0x0100
 WDIOF_KEEPALIVEPING = 0x8000
 
 NUMBERS = ioctlNumbers()
-
-
-class LogCapture:
-    """
-    Collects the text of the log events of one namespace.
-    """
-
-    def __init__(self, case: SynchronousTestCase, namespace: str) -> None:
-        self.namespace = namespace
-        self.events: list[dict] = []
-        globalLogPublisher.addObserver(self._observe)
-        case.addCleanup(globalLogPublisher.removeObserver, self._observe)
-
-    def _observe(self, event: dict) -> None:
-        if event.get("log_namespace") == self.namespace:
-            self.events.append(event)
-
-    def texts(self) -> list[str]:
-        return [formatEvent(e) for e in self.events]
-
-    def matching(self, part: str) -> list[str]:
-        return [t for t in self.texts() if part in t]
 
 
 def deviceLog(case: SynchronousTestCase) -> LogCapture:
