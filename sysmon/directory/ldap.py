@@ -422,8 +422,12 @@ class LDAPClient:
         self._connection: Any = None
 
     def _unreachable(self, error: BaseException) -> DirectoryUnavailable:
-        return DirectoryUnavailable(
-            f"LDAP server {self.settings.url} unreachable: {_describe(error)}")
+        text = _describe(error)
+        if "timed out" in text.lower():
+            return DirectoryUnavailable(
+                f"LDAP server {self.settings.url} did not answer within "
+                f"{self.settings.timeout:g}s ({text})")
+        return DirectoryUnavailable(f"LDAP server {self.settings.url} unreachable: {text}")
 
     def connect(self) -> None:
         """

@@ -71,6 +71,7 @@ from sysmon.keepalive.control import (
 )
 from sysmon.keepalive.errors import BadRequest, KeepaliveError, KeepaliveNotRunning
 from sysmon.keepalive.table import Table
+from sysmon.listing import machineLine, printable
 
 __all__ = [
     "DEFAULT_SCRIPT_DIR",
@@ -447,21 +448,6 @@ def formatUptime(seconds: float) -> str:
     return f"{secs}s"
 
 
-def _escape(value: str) -> str:
-    if value == "":
-        return "-"
-    if value == "-":
-        return "\\-"
-    return (
-        value.replace("\\", "\\\\")
-        .replace("\t", "\\t")
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-    )
-
-
-def _machineLine(fields: Sequence[str]) -> str:
-    return "\t".join(_escape(f) for f in fields)
 
 
 def _epoch(value: float) -> str:
@@ -494,16 +480,7 @@ def _processFields(record: Any, now: float) -> list[str]:
     ]
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
-
-def _printable(text: str) -> str:
-    """
-    C{text} with control characters shown as escapes, so nothing in a
-    listing moves the terminal's cursor.
-    """
-    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-    return _UNPRINTABLE.sub(lambda m: named.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
 
 
 def _humanProcesses(records: Sequence[Any], now: float, width: int | None) -> list[str]:
@@ -523,8 +500,8 @@ def _humanProcesses(records: Sequence[Any], now: float, width: int | None) -> li
             uptime,
             str(r.restarts),
             str(_failures(r, now)),
-            _printable(group),
-            _printable(shlex.join(r.config.argv)),
+            printable(group),
+            printable(shlex.join(r.config.argv)),
         ])
     widths = [max(len(row[c]) for row in [header] + rows) for c in range(len(header) - 1)]
     lines = []
@@ -588,9 +565,9 @@ def _humanKeepalive(
     else:
         status = f"unknown ({state.reason})"
     return [
-        f"keepalive: {_printable(status)}",
-        f"table:     {_printable(fields[4])}",
-        f"control:   {_printable(fields[5])}",
+        f"keepalive: {printable(status)}",
+        f"table:     {printable(fields[4])}",
+        f"control:   {printable(fields[5])}",
         f"processes: {fields[6]}",
     ]
 
@@ -712,9 +689,9 @@ def _list(request: Request, out: TextIO, err: TextIO) -> int:
     lines: list[str] = []
     if request.verbosity == "machine":
         if "keepalive" in request.sections:
-            lines.append(_machineLine(_keepaliveFields(state, request, len(records))))
+            lines.append(machineLine(_keepaliveFields(state, request, len(records))))
         if "processes" in request.sections:
-            lines.extend(_machineLine(_processFields(r, now)) for r in records)
+            lines.extend(machineLine(_processFields(r, now)) for r in records)
     else:
         if "keepalive" in request.sections:
             lines.extend(_humanKeepalive(state, request, len(records), now))
