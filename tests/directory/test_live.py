@@ -128,6 +128,19 @@ class LookupTests(LiveTestCase):
                       str(e))
 
     @defer.inlineCallbacks
+    def test_serverRestarted(self):
+        """
+        The kept connection dies when slapd restarts between two lookups:
+        the next lookup opens a new one and is answered, with no outage.
+        """
+        directory = self.directory(self.settings(ttl="0"))
+        self.assertEqual((yield directory.lookupAddress("10.1.0.1")).node, 1)
+        self.slapd.stop()
+        self.slapd.start()
+        self.assertEqual((yield directory.lookupAddress("10.1.0.1")).node, 1)
+        self.assertEqual(self.logs.count("cannot answer"), 0)
+
+    @defer.inlineCallbacks
     def test_badEntry(self):
         """
         A host whose magic cannot be read fails its lookup with the DN and
