@@ -50,6 +50,9 @@ GMOND_TMAX = 20.0
 ORIGIN_SENDER, ORIGIN_DIRECTORY, ORIGIN_IPBASE, ORIGIN_ASSIGNED = 0, 1, 2, 3
 #: The highest node number accepted (the file grows to it).
 MAX_NODE = 1 << 20
+#: Seconds before a number given while the directory could not answer is
+#: asked for again.
+DIRECTORY_RETRY = 30.0
 RECEIVE_BUFFER = 8 * 1024 * 1024
 
 
@@ -97,6 +100,10 @@ class Recvstats:
     @param directory: an L{sysmon.directory.IHostDirectory} for the node
         numbers of senders that do not give one, or L{None}.
     @param ipBase: with no directory answer, node = address - C{ipBase}.
+    @param directoryRetry: a sender numbered while the directory could not
+        answer is numbered provisionally; its first report this many seconds
+        later asks the directory again (at most once per interval), until
+        the directory answers.
     @ivar counters: packets by outcome, for logs and metrics.
     """
 
@@ -105,7 +112,8 @@ class Recvstats:
     def __init__(self, writer: shm.ShmWriter, clock: Any, send: Callable[[bytes, tuple], None],
                  key: bytes | None = None, group: tuple[str, int] | None = None,
                  rate: float | None = None, forget: float = 0.0, directory: Any = None,
-                 ipBase: str | None = None, wallClock: Callable[[], float] = time.time) -> None:
+                 ipBase: str | None = None, wallClock: Callable[[], float] = time.time,
+                 directoryRetry: float = DIRECTORY_RETRY) -> None:
         self.writer = writer
         self.clock = clock
         self.send = send
@@ -116,10 +124,15 @@ class Recvstats:
         self.directory = directory
         self.ipBase = int(ipaddress.ip_address(ipBase)) if ipBase else None
         self.wallClock = wallClock
+        self.directoryRetry = directoryRetry
         self.counters: Counter[str] = Counter()
         self.nodes: dict[int, NodeState] = {}
         self.byAddress: dict[str, int] = {}
         self._pending: dict[str, list] = {}
+        # Provisional numbers: sender key -> when the directory may be asked
+        # again; and the newest message of each sender being asked again.
+        self._provisional: dict[str, float] = {}
+        self._asking: dict[str, list] = {}
         self._handedOut: set[int] = set()
         self._nextFree = 0
         self._instance = uuid.uuid4().bytes
@@ -162,11 +175,16 @@ class Recvstats:
         """
         Find the node number for a sender that gave none and call
         C{then(node, origin)}: the directory, then C{--ip-base}, then the
-        lowest free number.
+        lowest free number.  A number given because the directory could not
+        answer is provisional: see L{_askAgain}.
         """
         node = self.byAddress.get(key)
         if node is not None:
             then(node, self.nodes[node].origin if node in self.nodes else ORIGIN_ASSIGNED)
+            if key in self._asking:
+                self._asking[key][:] = [then]  # keep only the newest message
+            elif key in self._provisional and self.clock.seconds() >= self._provisional[key]:
+                self._askAgain(key, address, node, then)
             return
         waiting = self._pending.get(key)
         if waiting is not None:
@@ -180,22 +198,22 @@ class Recvstats:
 
         def found(host):
             del self._pending[key]
-            self._assigned(key, address, host.node if host is not None else None, waiting)
+            self._assigned(key, address, self._directoryNumber(host, address), waiting)
 
         def failed(failure):
             del self._pending[key]
             self._complain(address, "directory", "directory lookup for {peer} failed: {error}",
                            error=failure.value)
-            self._assigned(key, address, None, waiting)
+            self._assigned(key, address, None, waiting, provisional=True)
 
         d.addCallbacks(found, failed)
 
     def _assigned(self, key: str, address: str, fromDirectory: int | None,
-                  waiting: list) -> None:
+                  waiting: list, provisional: bool = False) -> None:
         node = self.byAddress.get(key)
         origin = ORIGIN_ASSIGNED
         if node is None:
-            if fromDirectory is not None and fromDirectory >= -1:
+            if fromDirectory is not None:
                 node, origin = fromDirectory, ORIGIN_DIRECTORY
             elif self.ipBase is not None and ":" not in address:
                 offset = int(ipaddress.ip_address(address)) - self.ipBase
@@ -208,29 +226,104 @@ class Recvstats:
                 self._nextFree = node + 1
             self.byAddress[key] = node
             self._handedOut.add(node)
-            self.log.info("{peer} is node {node} ({how})", peer=address, node=node,
-                          how={ORIGIN_DIRECTORY: "from the directory",
-                               ORIGIN_IPBASE: "from --ip-base",
-                               ORIGIN_ASSIGNED: "first free number"}[origin])
+            how = {ORIGIN_DIRECTORY: "from the directory", ORIGIN_IPBASE: "from --ip-base",
+                   ORIGIN_ASSIGNED: "first free number"}[origin]
+            if provisional:
+                self._provisional[key] = self.clock.seconds() + self.directoryRetry
+                how += ", provisionally: the directory did not answer"
+            self.log.info("{peer} is node {node} ({how})", peer=address, node=node, how=how)
         else:
             origin = self.nodes[node].origin if node in self.nodes else ORIGIN_ASSIGNED
         for then in waiting:
             then(node, origin)
 
+    def _askAgain(self, key: str, address: str, node: int,
+                  then: Callable[[int, int], None]) -> None:
+        """
+        Ask the directory again for a sender filed under the provisional
+        number C{node}.  An answer is final: a number other than C{node}
+        moves the sender there (the provisional node is released as
+        C{--forget} releases one, and its newest message is filed under the
+        new number); no number, or the same one, keeps it where it is.  A
+        failure leaves it provisional until C{directoryRetry} seconds after
+        this question.
+        """
+        self._provisional[key] = self.clock.seconds() + self.directoryRetry
+        self._asking[key] = newest = [then]
+        d = self.directory.lookupAddress(address)
+
+        def found(host):
+            del self._asking[key]
+            if self.byAddress.get(key) != node or self._provisional.pop(key, None) is None:
+                return  # forgotten or taken back meanwhile: numbered afresh
+            fromDirectory = self._directoryNumber(host, address)
+            if fromDirectory is None or fromDirectory == node:
+                self.log.info("{peer} keeps node {node}: the directory {answer}", peer=address,
+                              node=node, answer="confirms it" if fromDirectory == node
+                              else "has no node number for it")
+                state = self.nodes.get(node)
+                if fromDirectory == node and state is not None:
+                    state.origin = state.record.origin = ORIGIN_DIRECTORY
+                    state.written = False  # the whole record, origin included
+                return
+            self._release(node, key)
+            self.byAddress[key] = fromDirectory
+            self._handedOut.add(fromDirectory)
+            self.log.info("{peer} moves from node {old} (provisional) to node {node} "
+                          "(from the directory)", peer=address, old=node, node=fromDirectory)
+            for then in newest:
+                then(fromDirectory, ORIGIN_DIRECTORY)
+
+        def failed(failure):
+            del self._asking[key]
+            self._complain(address, "directory", "directory lookup for {peer} failed: {error}",
+                           error=failure.value)
+
+        d.addCallbacks(found, failed)
+
+    def _directoryNumber(self, host: Any, address: str) -> int | None:
+        """
+        The node number the directory gives C{host} (found for C{address}),
+        or L{None}: none, or one beyond L{MAX_NODE} (complained about).
+        """
+        node = host.node if host is not None else None
+        if node is not None and not -1 <= node < MAX_NODE:
+            self._complain(address, "directory node", "the directory gives {peer} node {node}, "
+                           "above the limit; numbering it as if it gave none", node=node)
+            return None
+        return node
+
+    def _release(self, node: int, key: str) -> None:
+        """
+        Drop node C{node} (the sender C{key}'s) from the table and the file;
+        a number recvstats had handed out to it is free again.
+        """
+        self.writer.clear(node)
+        self.nodes.pop(node, None)
+        self._provisional.pop(key, None)
+        if self.byAddress.pop(key, None) is not None:
+            self._handedOut.discard(node)
+            self._nextFree = min(self._nextFree, node)
+
     def _claim(self, node: int, key: str, origin: int) -> NodeState:
         """
         The state of node C{node} for the sender C{key}; a number that
-        recvstats had handed out to another sender is taken back from it.
+        recvstats had handed out to another sender (first free or
+        C{--ip-base}) is taken back from it when a sender names it or the
+        directory gives it; the directory's number is taken back when a
+        sender names it.
         """
         state = self.nodes.get(node)
-        if state is not None and origin == ORIGIN_SENDER and state.origin != ORIGIN_SENDER:
-            # A sender names its own number: it wins over a number we chose.
+        if state is not None and origin < state.origin and origin <= ORIGIN_DIRECTORY:
+            # A number we chose loses to the sender's own or the directory's.
             other = self._addressKey(state.record)
             self.byAddress.pop(other, None)
+            self._provisional.pop(other, None)
             self._handedOut.discard(node)
             self._nextFree = 0
-            self.log.info("node {node} is claimed by a sender; {peer} will get another number",
-                          node=node, peer=state.record.address)
+            self.log.info("node {node} is claimed by {claimant}; {peer} will get another number",
+                          node=node, peer=state.record.address,
+                          claimant="a sender" if origin == ORIGIN_SENDER else "the directory")
             self.writer.clear(node)
             del self.nodes[node]
             state = None
@@ -556,11 +649,7 @@ class Recvstats:
             if self.forget and silent > self.forget:
                 self.log.info("forgetting node {node} ({peer}), silent {silent:.0f} s",
                               node=node, peer=record.address, silent=silent)
-                self.writer.clear(node)
-                del self.nodes[node]
-                if self.byAddress.pop(self._addressKey(record), None) is not None:
-                    self._handedOut.discard(node)
-                    self._nextFree = min(self._nextFree, node)
+                self._release(node, self._addressKey(record))
                 continue
             if record.state == shm.UP and silent > MISSED_INTERVALS * max(record.interval, 0.1):
                 record.state = shm.DOWN
@@ -701,7 +790,7 @@ class RecvstatsService(service.Service):
         self.controller = Recvstats(
             self.writer, self.reactor, self.protocol.send, key=s.key, group=group,
             rate=s.rate, forget=s.forget, directory=self.directory, ipBase=s.ipBase,
-            wallClock=self.wallClock)
+            wallClock=self.wallClock, directoryRetry=s.directoryRetry)
         self.protocol.controller = self.controller
         try:
             if s.group:
@@ -808,5 +897,6 @@ class RecvstatsSettings:
     maxCpus: int = shm.DEFAULT_MAX_CPUS
     maxInterfaces: int = shm.DEFAULT_MAX_INTERFACES
     ipBase: str | None = None
+    directoryRetry: float = DIRECTORY_RETRY
     masterInterval: float = 0.0
     masterProc: str = "/proc"

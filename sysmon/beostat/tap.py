@@ -16,7 +16,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python import usage
 
-from sysmon.beostat import shm, wire
+from sysmon.beostat import recv, shm, wire
 from sysmon.beostat.recv import RecvstatsService, RecvstatsSettings
 from sysmon.beostat.send import MAX_INTERVAL, MIN_INTERVAL, SendstatsService
 from sysmon.directory import DirectoryError
@@ -153,6 +153,10 @@ class RecvstatsOptions(usage.Options):
             requestInterval=self["request-interval"], forget=self["forget"],
             slots=self["nodes"], maxCpus=self["max-cpus"],
             maxInterfaces=self["max-interfaces"], ipBase=self["ip-base"],
+            # A number given while LDAP was down is asked for again as often
+            # as the directory tries its server.
+            directoryRetry=(self.directory.ldap.retry if self.directory.ldap is not None
+                            else recv.DIRECTORY_RETRY),
             masterInterval=self["master-interval"], masterProc=self["master-proc"])
 
 

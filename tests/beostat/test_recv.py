@@ -13,11 +13,19 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sysmon.beostat import procfs, shm, wire
 from sysmon.beostat.reader import Beostat
-from sysmon.beostat.recv import Recvstats, RecvstatsService, RecvstatsSettings
+from sysmon.beostat.recv import (
+    MAX_NODE,
+    ORIGIN_ASSIGNED,
+    ORIGIN_DIRECTORY,
+    Recvstats,
+    RecvstatsService,
+    RecvstatsSettings,
+)
 from sysmon.beostat.records import CpuTicks, Interface
 from sysmon.beostat.send import SendstatsService, StatusBuilder
+from sysmon.directory import DirectoryUnavailable, HostRecord
 from sysmon.directory.file import FileHostDirectory
-from sysmon.testing import FakeReactor, ProcTree
+from sysmon.testing import FakeReactor, LogCapture, ProcTree
 
 from . import gmondcap
 
@@ -414,6 +422,311 @@ class NumberingTests(SynchronousTestCase):
         h.writer, h.recv = writer, again
         self.send(h, -1, "10.0.0.9")
         self.assertEqual(again.byAddress["10.0.0.9"], 2)
+
+
+class FakeDirectory:
+    """
+    A host directory whose answers the test decides: while C{down}, every
+    lookup fails with L{DirectoryUnavailable}; else the host in C{hosts} (or
+    L{None}); while C{hold}, the Deferred is kept in C{held} for the test
+    to fire.
+
+    @ivar asked: every address looked up, in order.
+    """
+
+    def __init__(self, hosts: dict[str, int] | None = None) -> None:
+        self.hosts = dict(hosts or {})
+        self.down = False
+        self.hold = False
+        self.held: list[defer.Deferred] = []
+        self.asked: list[str] = []
+
+    def answer(self, address: str) -> HostRecord | None:
+        node = self.hosts.get(address)
+        return None if node is None else HostRecord(f"n{node}", address, node=node)
+
+    def lookupAddress(self, address: str) -> defer.Deferred:
+        self.asked.append(address)
+        if self.hold:
+            d: defer.Deferred = defer.Deferred()
+            self.held.append(d)
+            return d
+        if self.down:
+            return defer.fail(DirectoryUnavailable(f"unknown host (address {address}): down"))
+        return defer.succeed(self.answer(address))
+
+
+class ProvisionalNumberTests(SynchronousTestCase):
+    """
+    A sender numbered while the directory could not answer is numbered
+    provisionally, and moved to the directory's number once it answers.
+    """
+
+    RETRY = 30.0
+
+    def setUp(self):
+        self.t = tree(self)
+        self.snap = snapshot(self.t)
+        self.builders: dict[str, StatusBuilder] = {}
+        self.directory = FakeDirectory({"10.0.0.7": 7, "10.0.0.8": 0})
+        self.directory.down = True
+        self.h = Harness(self, directory=self.directory, directoryRetry=self.RETRY)
+        self.logs = LogCapture(self)
+
+    def send(self, address: str) -> wire.Message:
+        """
+        The next report of the node-less sender at C{address}.
+        """
+        builder = self.builders.get(address)
+        if builder is None:
+            builder = self.builders[address] = StatusBuilder(
+                -1, address.encode().ljust(16, b"\0"), "host-" + address, 1.0)
+        message = builder.build(self.snap, self.h.wall())
+        self.h.deliver(wire.encodeStatus(message), (address, 3040))
+        return message
+
+    def later(self, seconds: float) -> None:
+        """
+        Let C{seconds} pass on both clocks.
+        """
+        self.h.reactor.advance(seconds)
+        self.h.wall.now += seconds
+
+    def record(self, node: int) -> shm.NodeRecord:
+        """
+        Node C{node}'s record as the file holds it.
+        """
+        f = shm.ShmFile(self.h.path)
+        self.addCleanup(f.close)
+        return f.read(node)
+
+    def filed(self) -> dict[int, tuple[str, int]]:
+        """
+        What the file holds: node -> (address, origin).
+        """
+        f = shm.ShmFile(self.h.path)
+        self.addCleanup(f.close)
+        out = {}
+        for node in f.nodes():
+            record = f.read(node)
+            if record.state != shm.EMPTY:
+                out[node] = (record.address, record.origin)
+        return out
+
+    def test_failedLookupIsProvisional(self):
+        """
+        A failed lookup files the sender under the first free number, as
+        before, and the log says the number is provisional.
+        """
+        self.send("10.0.0.7")
+        self.assertEqual(self.filed(), {0: ("10.0.0.7", ORIGIN_ASSIGNED)})
+        self.assertEqual(self.directory.asked, ["10.0.0.7"])
+        self.assertTrue(self.logs.has("10.0.0.7 is node 0 (first free number, provisionally"))
+
+    def test_noRetryBeforeInterval(self):
+        """
+        Reports within C{directoryRetry} seconds of the failure do not ask
+        the directory again, even when it is back.
+        """
+        self.send("10.0.0.7")
+        self.directory.down = False
+        for _ in range(29):
+            self.later(1.0)
+            self.send("10.0.0.7")
+        self.assertEqual(self.directory.asked, ["10.0.0.7"])
+        self.assertEqual(self.filed(), {0: ("10.0.0.7", ORIGIN_ASSIGNED)})
+
+    def test_retryAtMostOncePerInterval(self):
+        """
+        The first report after the interval asks again; while the directory
+        still fails, the next question waits another interval.
+        """
+        self.send("10.0.0.7")
+        self.later(self.RETRY)
+        self.send("10.0.0.7")
+        self.assertEqual(self.directory.asked, ["10.0.0.7"] * 2)
+        for _ in range(29):
+            self.later(1.0)
+            self.send("10.0.0.7")
+        self.assertEqual(len(self.directory.asked), 2)
+        self.later(1.0)
+        self.send("10.0.0.7")
+        self.assertEqual(len(self.directory.asked), 3)
+        self.assertEqual(self.filed(), {0: ("10.0.0.7", ORIGIN_ASSIGNED)})
+
+    def test_movedToDirectoryNumber(self):
+        """
+        When the directory answers with another number, the sender moves
+        there: the provisional node is emptied in the file, the report is
+        filed under the directory's number at once, the move is logged with
+        both numbers, and the number is final (no more questions) and the
+        provisional one free again.
+        """
+        self.send("10.0.0.7")
+        self.directory.down = False
+        self.later(self.RETRY)
+        message = self.send("10.0.0.7")
+        self.assertEqual(self.filed(), {7: ("10.0.0.7", ORIGIN_DIRECTORY)})
+        self.assertEqual(self.record(7).sequence, message.sequence)
+        self.assertEqual(sorted(self.h.recv.nodes), [7])
+        self.assertTrue(self.logs.has(
+            "10.0.0.7 moves from node 0 (provisional) to node 7 (from the directory)"))
+        self.later(self.RETRY * 3)
+        self.send("10.0.0.7")
+        self.assertEqual(len(self.directory.asked), 2)
+        self.assertEqual(self.record(7).packets, 2)
+        # 0 is free again: a sender the directory does not know gets it
+        self.send("10.0.0.9")
+        self.assertEqual(self.filed(), {0: ("10.0.0.9", ORIGIN_ASSIGNED),
+                                        7: ("10.0.0.7", ORIGIN_DIRECTORY)})
+
+    def test_staysWhenSameNumber(self):
+        """
+        When the directory gives the provisional number itself, the sender
+        stays, the number becomes the directory's, and it is final.
+        """
+        self.send("10.0.0.8")
+        self.directory.down = False
+        self.later(self.RETRY)
+        self.send("10.0.0.8")
+        self.send("10.0.0.8")
+        self.assertEqual(self.filed(), {0: ("10.0.0.8", ORIGIN_DIRECTORY)})
+        self.assertEqual(self.record(0).packets, 3)
+        self.assertTrue(self.logs.has("10.0.0.8 keeps node 0: the directory confirms it"))
+        self.later(self.RETRY * 3)
+        self.send("10.0.0.8")
+        self.assertEqual(len(self.directory.asked), 2)
+
+    def test_notFoundOnRetryIsFinal(self):
+        """
+        When the directory answers that it does not know the sender, the
+        provisional number becomes final.
+        """
+        self.send("10.0.0.9")
+        self.directory.down = False
+        self.later(self.RETRY)
+        self.send("10.0.0.9")
+        self.later(self.RETRY * 3)
+        self.send("10.0.0.9")
+        self.assertEqual(self.directory.asked, ["10.0.0.9"] * 2)
+        self.assertEqual(self.filed(), {0: ("10.0.0.9", ORIGIN_ASSIGNED)})
+        self.assertTrue(self.logs.has("10.0.0.9 keeps node 0: the directory has no node"))
+
+    def test_answerAtFirstIsFinal(self):
+        """
+        A directory that answers the first lookup, found or not found, is
+        never asked again for that sender.
+        """
+        self.directory.down = False
+        self.send("10.0.0.7")
+        self.send("10.0.0.9")
+        self.later(self.RETRY * 3)
+        self.send("10.0.0.7")
+        self.send("10.0.0.9")
+        self.assertEqual(self.directory.asked, ["10.0.0.7", "10.0.0.9"])
+        self.assertEqual(self.filed(), {0: ("10.0.0.9", ORIGIN_ASSIGNED),
+                                        7: ("10.0.0.7", ORIGIN_DIRECTORY)})
+        self.assertFalse(self.logs.has("provisionally"))
+
+    def test_slowAnswerFilesNewestReport(self):
+        """
+        Reports that come while the question is out are filed under the
+        provisional number; when the answer moves the sender, the newest of
+        them is what is filed under the new number.
+        """
+        self.send("10.0.0.7")
+        self.directory.down = False
+        self.directory.hold = True
+        self.later(self.RETRY)
+        self.send("10.0.0.7")
+        self.later(1.0)
+        self.send("10.0.0.7")
+        self.later(1.0)
+        newest = self.send("10.0.0.7")
+        self.assertEqual(len(self.directory.asked), 2)
+        self.assertEqual(self.record(0).packets, 4)
+        [d] = self.directory.held
+        d.callback(self.directory.answer("10.0.0.7"))
+        self.assertEqual(self.filed(), {7: ("10.0.0.7", ORIGIN_DIRECTORY)})
+        record = self.record(7)
+        self.assertEqual((record.sequence, record.packets), (newest.sequence, 1))
+
+    def test_forgottenWhileAsking(self):
+        """
+        A sender forgotten while the question is out is not moved by the
+        answer: its next report is numbered afresh.
+        """
+        self.h.recv.forget = 5.0
+        self.send("10.0.0.7")
+        self.directory.down = False
+        self.directory.hold = True
+        self.later(self.RETRY)
+        self.send("10.0.0.7")
+        self.later(6.0)
+        self.h.recv.sweep()
+        self.assertEqual(self.filed(), {})
+        [d] = self.directory.held
+        d.callback(self.directory.answer("10.0.0.7"))
+        self.assertEqual(self.filed(), {})
+        self.assertEqual(self.h.recv.byAddress, {})
+        self.directory.hold = False
+        self.send("10.0.0.7")
+        self.assertEqual(self.filed(), {7: ("10.0.0.7", ORIGIN_DIRECTORY)})
+
+    def test_movedOntoAnotherProvisional(self):
+        """
+        Two senders numbered provisionally 0 and 1 whose directory numbers
+        are the other way round: the first to move takes its number back
+        from the other, which is numbered afresh (from the directory) on
+        its next report; each ends up once in the file, under its own
+        directory number.
+        """
+        self.directory.hosts = {"10.0.0.1": 1, "10.0.0.2": 0}
+        self.send("10.0.0.1")
+        self.send("10.0.0.2")
+        self.assertEqual(self.filed(), {0: ("10.0.0.1", ORIGIN_ASSIGNED),
+                                        1: ("10.0.0.2", ORIGIN_ASSIGNED)})
+        self.directory.down = False
+        self.later(self.RETRY)
+        self.send("10.0.0.1")
+        self.assertEqual(self.filed(), {1: ("10.0.0.1", ORIGIN_DIRECTORY)})
+        self.assertTrue(self.logs.has("node 1 is claimed by the directory; 10.0.0.2 will get"))
+        self.send("10.0.0.2")
+        self.assertEqual(self.filed(), {0: ("10.0.0.2", ORIGIN_DIRECTORY),
+                                        1: ("10.0.0.1", ORIGIN_DIRECTORY)})
+        self.assertEqual(self.directory.asked,
+                         ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2"])
+
+    def test_directoryNumberAboveLimit(self):
+        """
+        A directory number beyond C{MAX_NODE} is not used (the file would
+        grow to it): the sender is numbered as if the directory gave none,
+        and the log says why.
+        """
+        self.directory.down = False
+        self.directory.hosts["10.0.0.9"] = MAX_NODE
+        self.send("10.0.0.9")
+        self.assertEqual(self.filed(), {0: ("10.0.0.9", ORIGIN_ASSIGNED)})
+        f = shm.ShmFile(self.h.path)
+        self.addCleanup(f.close)
+        self.assertEqual(f.layout.slots, 4)
+        self.assertTrue(self.logs.has(f"the directory gives 10.0.0.9 node {MAX_NODE}, above"))
+
+    def test_serviceSetting(self):
+        """
+        The service passes its C{directoryRetry} setting to the policy; the
+        default is 30 s.
+        """
+        self.assertEqual(RecvstatsSettings(shm="x").directoryRetry, 30.0)
+        path = os.path.join(self.mktemp(), "beostat")
+        os.makedirs(os.path.dirname(path))
+        service = RecvstatsService(RecvstatsSettings(
+            shm=path, group=None, directoryRetry=7.5, masterInterval=0),
+            directory=self.directory, reactor=FakeReactor())
+        service.startService()
+        self.assertEqual(service.controller.directoryRetry, 7.5)
+        self.assertIs(service.controller.directory, self.directory)
+        self.successResultOf(service.stopService())
 
 
 class SignatureTests(SynchronousTestCase):
