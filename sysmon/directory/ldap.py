@@ -30,6 +30,7 @@ Three layers:
 
 from __future__ import annotations
 
+import ast
 import collections
 import math
 import os
@@ -398,11 +399,30 @@ def _tlsProblem(text: str) -> bool:
         "wrong version number", "sslv3 alert", "tlsv1 alert"))
 
 
+def _unwrap(text: str) -> str:
+    """
+    ldap3 re-raises errors as C{type(e)(str(e))}, so a message can arrive
+    as the repr of a tuple of one string, nested: C{"('reason',)"}.
+    """
+    while text.startswith("(") and text.endswith(",)"):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            break
+        if not (isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str)):
+            break
+        text = value[0]
+    return text
+
+
 def _describe(error: BaseException) -> str:
-    text = str(error)
+    """
+    The text of an ldap3 error: the reason for each address tried.
+    """
+    text = _unwrap(str(error))
     history = error.args[1] if len(error.args) > 1 and isinstance(error.args[1], list) else None
     if history:
-        text = "; ".join(f"{address[0]}: {exc}" for exc, address in history
+        text = "; ".join(f"{address[0]}: {_unwrap(str(exc))}" for exc, address in history
                          if isinstance(address, tuple) and address) or text
     return text
 
