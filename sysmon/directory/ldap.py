@@ -795,7 +795,7 @@ class LDAPHostDirectory:
             self._outage = _Outage(since=now, nextTry=now + self.settings.retry, reason=reason)
             self.log.warn(
                 "host directory {url} cannot answer: {reason}; answering from the cache "
-                "({cached} hosts) and trying again every {retry}s",
+                "({cached} hosts) and trying again every {retry:g}s",
                 url=self.settings.url, reason=reason, cached=self.cached(),
                 retry=self.settings.retry)
         else:
