@@ -94,10 +94,6 @@ def _filterText(text: str) -> str:
     return text
 
 
-def _seconds(low: float, high: float) -> config.Coercer:
-    return config.number(low, high)
-
-
 SCHEMA = Schema(
     [
         Key("url", config.string, None, help="ldap://host[:port][/base] or ldaps://..."),
@@ -113,10 +109,10 @@ SCHEMA = Schema(
             DEFAULT_FILTER, help="which entries are hosts"),
         Key("map.", config.string, None, prefix=True,
             help="attribute for a host field: map.name, map.address, map.node, map.magic"),
-        Key("ttl", _seconds(0, 86400 * 7), 300.0, help="seconds an answer is cached"),
-        Key("timeout", _seconds(0.1, 600), 5.0,
+        Key("ttl", config.number(0, 86400 * 7), 300.0, help="seconds an answer is cached"),
+        Key("timeout", config.number(0.1, 600), 5.0,
             help="seconds a lookup may take before the server counts as unreachable"),
-        Key("retry", _seconds(0.1, 3600), 10.0,
+        Key("retry", config.number(0.1, 3600), 10.0,
             help="seconds between tries while the server is unreachable"),
     ]
 )
@@ -665,15 +661,6 @@ class _Outage:
     answered: int = 0
 
 
-def _key(field: str, value: str | int) -> tuple[str, str | int]:
-    if field == "address":
-        try:
-            return field, normalizeAddress(str(value))
-        except ValueError:
-            return field, str(value)
-    return field, value
-
-
 @implementer(IHostDirectory)
 class LDAPHostDirectory:
     """
@@ -828,7 +815,7 @@ class LDAPHostDirectory:
     # -- lookups -----------------------------------------------------------
 
     def _lookup(self, field: str, value: str | int) -> defer.Deferred[HostRecord | None]:
-        key = _key(field, value)
+        key = (field, value)
         now = self.reactor.seconds()
         cached = self._cache.get(key)
         if cached is not None and cached.expires > now:
@@ -886,10 +873,10 @@ class LDAPHostDirectory:
 
     def lookupAddress(self, address: str) -> defer.Deferred[HostRecord | None]:
         try:
-            normalizeAddress(address)
+            normalized = normalizeAddress(address)
         except ValueError:
             return defer.succeed(None)
-        return self._lookup("address", address)
+        return self._lookup("address", normalized)
 
     def lookupName(self, name: str) -> defer.Deferred[HostRecord | None]:
         return self._lookup("name", name)
