@@ -315,6 +315,9 @@ class ChildTests(SupervisorTestCase):
         yield defer.ensureDeferred(self.waitFor(said, what="the output"))
         with open(log) as f:
             self.assertEqual(f.read().split("\n"), ["out hello", "err", ""])
+        # The shell holds its script open (dash: fd 10) until it execs sleep.
+        yield defer.ensureDeferred(self.waitFor(
+            lambda: commandLineSoon(pid) == ("sleep", marker), what="the exec of sleep"))
         self.assertEqual(os.getsid(pid), pid)
         self.assertEqual(_fds(pid), [0, 1, 2])
         self.assertEqual(os.readlink(f"/proc/{pid}/fd/0"), "/dev/null")
