@@ -104,7 +104,12 @@ class Recvstats:
         answer is numbered provisionally; its first report this many seconds
         later asks the directory again (at most once per interval), until
         the directory answers.
-    @ivar counters: packets by outcome, for logs and metrics.
+    @ivar counters: packets by outcome, for logs and metrics: C{status}
+        (status reports taken), C{bad} (malformed, or a node number above
+        the limit), C{unsigned}, C{bad_signature}, C{requests_seen}
+        (requests: ours looped back, or another master's); C{gmond} and
+        C{gmond_bad} for the gmond socket; C{errors}, C{send_errors},
+        C{requests_sent}, C{went_down}...
     """
 
     log = Logger()
@@ -358,20 +363,21 @@ class Recvstats:
         if message.type != wire.STATUS:
             self.counters["requests_seen"] += 1  # ours, looped back, or another master's
             return
-        self.counters["status"] += 1
         self.statusReceived(message, addr)
 
     def statusReceived(self, message: wire.Message, addr: tuple[str, int]) -> None:
         """
-        A decoded status message from C{addr}.
+        A decoded status message from C{addr}: counted as C{status} when
+        taken, as C{bad} when it claims a node number above L{MAX_NODE}.
         """
         address = addr[0]
+        if message.node >= MAX_NODE:
+            self.counters["bad"] += 1
+            self._complain(address, "node", "{peer} claims node {node}, above the limit",
+                           node=message.node)
+            return
+        self.counters["status"] += 1
         if message.node >= 0:
-            if message.node >= MAX_NODE:
-                self.counters["bad"] += 1
-                self._complain(address, "node", "{peer} claims node {node}, above the limit",
-                               node=message.node)
-                return
             self._apply(message.node, ORIGIN_SENDER, message, addr)
         else:
             self._assign(address, address,

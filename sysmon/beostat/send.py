@@ -129,7 +129,10 @@ class SendstatsService(service.Service):
     @param node: this node's number, -1 for "derive from my address".
     @param snapshot: returns a L{Deferred} firing with a L{Snapshot}.
     @param key: HMAC key, or L{None}.
-    @ivar counters: messages sent, requests obeyed, bad datagrams...
+    @ivar counters: C{reports} (status reports that went out: one a
+        report, whatever its parts and destinations), C{sent} (datagrams),
+        C{send_errors}, C{skipped}, C{update_requests}, C{rate_requests},
+        C{bad}, C{stale}.
     """
 
     log = Logger()
@@ -291,15 +294,19 @@ class SendstatsService(service.Service):
             port = self.port_
             if port is None:
                 return
+            sent = False
             for destination in destinations:
                 for datagram in datagrams:
                     try:
                         port.write(datagram, destination)
                         self._count("sent")
+                        sent = True
                     except OSError as e:
                         self._count("send_errors")
                         self.log.debug("cannot send to {ip}:{port}: {error}", ip=destination[0],
                                        port=destination[1], error=e)
+            if sent:
+                self._count("reports")
         return self._destinations().addCallback(send)
 
     # -- requests from the masters ---------------------------------------------

@@ -346,6 +346,8 @@ class Supervisor(service.Service):
     @ivar interval: seconds between polls of processes that cannot be
         watched through a pidfd.
     @ivar usePidfd: watch through pidfds (the default where supported).
+    @ivar restarts: restarts begun by this supervisor, of every process
+        (for metrics; each record's own count is in the table).
     """
 
     log = Logger()
@@ -384,6 +386,7 @@ class Supervisor(service.Service):
         self._lock: int | None = None
         self.writer: TableWriter | None = None
         self.started = 0.0
+        self.restarts = 0
         self._nextSlot = 1
         self._poller: task.LoopingCall | None = None
         self._quitting = False
@@ -854,6 +857,7 @@ class Supervisor(service.Service):
             return
         record = entry.record
         record.restarts += 1
+        self.restarts += 1
         if record.config.restartScript is not None:
             self._runRestartScript(entry)
             return

@@ -188,6 +188,13 @@ class NetdumpServer:
     The sessions of every client, and console text.
 
     @ivar counters: datagrams by fate (for logs and metrics).
+    @ivar finished: dumps that ended, by outcome (C{complete},
+        C{incomplete}, C{no-space}, ...: L{Session.outcome}), for metrics.
+    @ivar pagesReceived: memory pages received into vmcores by this run:
+        written to disk, or all zeros and left as a hole of the sparse file.
+    @ivar bytesReceived: the bytes of those pages (pages times page size).
+    @ivar consoleLines: lines of console text (netconsole, and netdump's
+        console/oops stream) written to the console logs: newlines counted.
     """
 
     log = Logger()
@@ -228,6 +235,10 @@ class NetdumpServer:
         self.streams = ConsoleStreams()
         self.sessions: dict[str, Session] = {}
         self.counters: Counter[str] = Counter()
+        self.finished: Counter[str] = Counter()
+        self.pagesReceived = 0
+        self.bytesReceived = 0
+        self.consoleLines = 0
         self._rebooting: dict[str, tuple[Session, float]] = {}
         self._warned = Once(self.settings.magicWarnInterval)
         self._started = Once(self.settings.startScriptInterval)
@@ -412,15 +423,19 @@ class NetdumpServer:
         active = ip in self.sessions
         if booted and not active:
             self.consoleLogs.markBoot(ip)
-        self.consoleLogs.append(ip, text)
+        self._appendConsole(ip, text)
         if logStart and not active:
             if self._started(ip, self.now()):
                 self.log.info("{ip} started its netdump log stream (booted)", ip=ip)
                 self._track(self.runScript("netdump-start", ip))
 
+    def _appendConsole(self, ip: str, text: bytes) -> None:
+        self.consoleLines += text.count(b"\n")
+        self.consoleLogs.append(ip, text)
+
     def _consoleTick(self) -> None:
         for ip, text in self.streams.tick(self.now()).items():
-            self.consoleLogs.append(ip, text)
+            self._appendConsole(ip, text)
         if self.running:
             self._console = self.reactor.callLater(1.0, self._consoleTick)
 
@@ -843,6 +858,8 @@ class NetdumpServer:
             # Never written: the file stays sparse there.
             session.zeroPages += 1
             session.journal.markDone(pfn)  # type: ignore[union-attr]
+            self.pagesReceived += 1
+            self.bytesReceived += size
         else:
             batch = session.batch
             if batch and pfn != session.batchStart + len(batch):
@@ -892,6 +909,8 @@ class NetdumpServer:
             return
         session.written += count
         session.journal.markRange(first, first + count)  # type: ignore[union-attr]
+        self.pagesReceived += count
+        self.bytesReceived += count * session.pageSize
         if session.writing < MAX_WRITING:
             self._fill(session)
         self._maybeDone(session)
@@ -1105,6 +1124,8 @@ class NetdumpServer:
         Record the outcome, release the session's memory and files, run
         netdump-reboot and reboot the client.
         """
+        if session.state != "finished":
+            self.finished[outcome] += 1
         session.outcome = outcome
         session.state = "finished"
         session.endedAt = self.now()

@@ -52,23 +52,65 @@ class CallContext:
 
 
 Handler = Callable[[bytes, CallContext], Any]
+#: Names the result of a successful call: C{outcome(proc, results)}.
+Outcome = Callable[[int, bytes], str]
+
+#: Distinct unregistered (program, version, procedure) triples of a
+#: registered program that L{RPCServer.calls} counts one by one; any more
+#: are counted together under procedure L{None}, so that a peer sending
+#: random numbers cannot grow the table without bound.
+MAX_UNKNOWN_PROCEDURES = 16
 
 
 class RPCServer:
     """
     Programs, versions and procedures, and the dispatch of calls to them.
 
-    @ivar counters: calls by outcome.
+    @ivar counters: messages by outcome (for logs and metrics), C{success}
+        and the names of every error answer, including those to messages
+        that are not calls of a registered program (C{not_a_call},
+        C{rpc_mismatch}, C{bad_credentials}, C{prog_unavail}).
+    @ivar calls: calls to a registered program by C{(prog, vers, proc,
+        result)} (for metrics): C{result} is the program's name for the
+        result of a successful call (see L{register}; C{success} by
+        default), else the error answered: C{garbage_args}, C{system_err},
+        C{proc_unavail} or C{prog_mismatch}.  C{proc} is L{None} for the
+        unregistered procedures beyond L{MAX_UNKNOWN_PROCEDURES}.
     """
 
     log = Logger()
 
     def __init__(self) -> None:
         self.programs: dict[int, dict[int, dict[int, Handler]]] = {}
+        self.outcomes: dict[tuple[int, int], Outcome] = {}
         self.counters: Counter[str] = Counter()
+        self.calls: Counter[tuple[int, int, int | None, str]] = Counter()
+        self._unknown: set[tuple[int, int, int]] = set()
 
-    def register(self, prog: int, vers: int, procedures: dict[int, Handler]) -> None:
+    def register(self, prog: int, vers: int, procedures: dict[int, Handler],
+                 outcome: Outcome | None = None) -> None:
+        """
+        Serve C{procedures} (number -> handler) as version C{vers} of
+        program C{prog}.
+
+        @param outcome: names the result of each successful call in
+            L{calls}: C{outcome(proc, results)}; C{success} when L{None}.
+        """
         self.programs.setdefault(prog, {})[vers] = dict(procedures)
+        if outcome is not None:
+            self.outcomes[(prog, vers)] = outcome
+
+    def _count(self, call: m.Call, result: str) -> None:
+        self.counters[result] += 1
+        proc: int | None = call.proc
+        if call.proc not in self.programs[call.prog].get(call.vers, {}):
+            triple = (call.prog, call.vers, call.proc)
+            if triple not in self._unknown:
+                if len(self._unknown) >= MAX_UNKNOWN_PROCEDURES:
+                    proc = None
+                else:
+                    self._unknown.add(triple)
+        self.calls[(call.prog, call.vers, proc, result)] += 1
 
     def dispatch(self, data: bytes, host: str, port: int, transport: str) -> defer.Deferred[bytes | None]:
         """
@@ -94,25 +136,34 @@ class RPCServer:
             return defer.succeed(m.acceptedReply(call.xid, m.PROG_UNAVAIL))
         procedures = versions.get(call.vers)
         if procedures is None:
-            self.counters["prog_mismatch"] += 1
+            self._count(call, "prog_mismatch")
             return defer.succeed(m.acceptedReply(call.xid, m.PROG_MISMATCH, low=min(versions),
                                                  high=max(versions)))
         handler = procedures.get(call.proc)
         if handler is None:
-            self.counters["proc_unavail"] += 1
+            self._count(call, "proc_unavail")
             return defer.succeed(m.acceptedReply(call.xid, m.PROC_UNAVAIL))
         context = CallContext(host, port, transport, call.cred)
         d = defer.maybeDeferred(handler, call.args, context)
+        outcome = self.outcomes.get((call.prog, call.vers))
 
         def answered(results: bytes) -> bytes:
             self.counters["success"] += 1
+            name = "success"
+            if outcome is not None:
+                try:
+                    name = outcome(call.proc, results)
+                except Exception:
+                    self.log.failure("naming the result of {prog}/{vers}/{proc}",
+                                     prog=call.prog, vers=call.vers, proc=call.proc)
+            self.calls[(call.prog, call.vers, call.proc, name)] += 1
             return m.acceptedReply(call.xid, m.SUCCESS, results)
 
         def failed(f: Failure) -> bytes:
             if f.check(XDRError):
-                self.counters["garbage_args"] += 1
+                self._count(call, "garbage_args")
                 return m.acceptedReply(call.xid, m.GARBAGE_ARGS)
-            self.counters["system_err"] += 1
+            self._count(call, "system_err")
             self.log.failure("procedure {prog}/{vers}/{proc} failed for {host}:{port}",
                              failure=f, prog=call.prog, vers=call.vers, proc=call.proc,
                              host=host, port=port)

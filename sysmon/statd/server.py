@@ -23,7 +23,7 @@ from sysmon.rpc.xdr import Packer
 from sysmon.statd import nsm
 from sysmon.statd.store import Entry, StatusStore
 
-__all__ = ["StatdServer", "NOTIFY_SCHEDULE", "nextOdd"]
+__all__ = ["StatdServer", "NOTIFY_SCHEDULE", "nextOdd", "resultName"]
 
 LOCKD = 100021
 LOCKD_PROCS = (16, 24)
@@ -42,6 +42,21 @@ def nextOdd(state: int) -> int:
 
 def _text(name: bytes) -> str:
     return name.decode("latin-1")
+
+
+def resultName(proc: int, results: bytes) -> str:
+    """
+    The name of a successful NSM call's result, as the RPC server counts
+    it: C{stat_succ} or C{stat_fail} for SM_STAT and SM_MON (the
+    C{res_stat} their C{sm_stat_res} begins with), C{success} for the
+    others.
+    """
+    if proc in (nsm.STAT, nsm.MON):
+        if results[:4] == b"\0\0\0\0":
+            return "stat_succ"
+        if results[:4] == b"\0\0\0\1":
+            return "stat_fail"
+    return "success"
 
 
 class StatdServer:
@@ -77,7 +92,7 @@ class StatdServer:
             nsm.NULL: self.proc_NULL, nsm.STAT: self.proc_STAT, nsm.MON: self.proc_MON,
             nsm.UNMON: self.proc_UNMON, nsm.UNMON_ALL: self.proc_UNMON_ALL,
             nsm.SIMU_CRASH: self.proc_SIMU_CRASH, nsm.NOTIFY: self.proc_NOTIFY,
-        })
+        }, outcome=resultName)
 
     def reboot(self) -> defer.Deferred[int]:
         """

@@ -751,6 +751,26 @@ class SignatureTests(SynchronousTestCase):
                           h.recv.counters["bad"], h.recv.counters["status"]), (1, 1, 1, 1))
 
 
+class PacketCounterTests(SynchronousTestCase):
+    """
+    The packet counters that the metrics read.
+    """
+
+    def test_nodeAboveLimitIsBad(self):
+        """
+        A status report claiming a node number above C{MAX_NODE} counts as
+        C{bad}, not as a status report taken; a good one counts as C{status}.
+        """
+        h = Harness(self)
+        snap = snapshot(tree(self))
+        h.deliver(wire.encodeStatus(StatusBuilder(MAX_NODE, BOOT, "big", 1.0)
+                                    .build(snap, h.wall())))
+        self.assertEqual((h.recv.counters["bad"], h.recv.counters["status"]), (1, 0))
+        self.assertEqual(h.recv.nodes, {})
+        h.deliver(wire.encodeStatus(StatusBuilder(2, BOOT, "n2", 1.0).build(snap, h.wall())))
+        self.assertEqual((h.recv.counters["bad"], h.recv.counters["status"]), (1, 1))
+
+
 class RequestTests(SynchronousTestCase):
     """
     recvstats' requests to the nodes.
@@ -862,6 +882,26 @@ class SendstatsTests(SynchronousTestCase):
         self.assertEqual((message.node, message.hostname, message.interval), (3, "n3", 1.0))
         reactor.advance(1.0)
         self.assertEqual(len(port.pop()), 1)
+
+    def test_reportsCounted(self):
+        """
+        Each report that goes out counts once in C{reports}, however many
+        masters get it (C{sent} counts the datagrams); a report that no
+        master could be sent does not count.
+        """
+        service, reactor = self.service(masters=[("10.0.0.1", 3040), ("10.0.0.2", 5545)])
+        counters = service.counters
+        self.assertEqual((counters.get("reports"), counters.get("sent")), (1, 2))
+        reactor.advance(1.0)
+        self.assertEqual((counters.get("reports"), counters.get("sent")), (2, 4))
+        port = reactor.udp[0].transport
+
+        def refuse(data, addr=None):
+            raise OSError(101, "Network is unreachable")
+
+        self.patch(port, "write", refuse)
+        reactor.advance(1.0)
+        self.assertEqual((counters.get("reports"), counters.get("send_errors")), (2, 2))
 
     def test_unicastToMasters(self):
         """

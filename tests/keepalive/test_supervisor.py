@@ -196,7 +196,7 @@ class RestartTests(SupervisorTestCase):
         """
         A child killed with SIGKILL is started again at once, in a new
         process; the death and the restart are logged, and the restart
-        count goes up.
+        counts (the process's and the supervisor's) go up.
         """
         supervisor = self.start()
         marker = self.marker()
@@ -208,6 +208,7 @@ class RestartTests(SupervisorTestCase):
         second = yield defer.ensureDeferred(self.waitPid(slot, first))
         self.assertTrue(processAlive(second))
         self.assertEqual(self.record(slot).restarts, 1)
+        self.assertEqual(supervisor.restarts, 1)
         self.assertEqual(self.record(slot).lastExit, "was killed by SIGKILL")
         self.assertTrue(self.logs.has(f"(pid {first}) was killed by SIGKILL; restarted at once "
                                       f"as pid {second}"))
@@ -230,6 +231,7 @@ class RestartTests(SupervisorTestCase):
             lambda: self.record(slot).state is State.DOWN, what="state down"))
         record = self.record(slot)
         self.assertEqual((record.restarts, len(record.failures), record.pid), (9, 10, 0))
+        self.assertEqual(supervisor.restarts, 9)
         self.assertEqual(record.lastExit, "exited with status 1")
         self.assertTrue(self.logs.has("is down: 10 failures within 300s (error limit 10)"))
         yield defer.ensureDeferred(self.sleep(0.5))

@@ -697,3 +697,69 @@ class WriteFailureTests(SynchronousTestCase):
         self.assertIn("vmcore-incomplete", os.listdir(badDir))
         self.assertEqual(dumpInfo(goodDir)["outcome"], "complete")
         self.assertEqual(verified(good, goodDir)[0], 0)
+
+
+class CounterTests(SynchronousTestCase):
+    """
+    The server's counters for metrics: dumps by outcome, memory received,
+    console lines.
+    """
+
+    def test_completeDump(self):
+        """
+        A complete dump counts once as C{complete}; the pages received
+        (written ones and zero pages alike) and their bytes are counted, as
+        dump.json reports them.
+        """
+        bench = Bench(os.path.abspath(self.mktemp()))
+        bench.start()
+        client = bench.add("10.0.7.1")
+        self.assertEqual((bench.server.finished, bench.server.pagesReceived,
+                          bench.server.bytesReceived), ({}, 0, 0))
+        bench.crashAll(client)
+        bench.run(lambda: client.sim.rebooted)
+        [directory] = bench.crashDirs(client.ip)
+        info = dumpInfo(directory)
+        self.assertGreater(info["zero_pages"], 0)
+        self.assertEqual(dict(bench.server.finished), {"complete": 1})
+        self.assertEqual(bench.server.pagesReceived, client.sim.memory.ramPages())
+        self.assertEqual(bench.server.pagesReceived, info["ram_pages_received"])
+        self.assertEqual(bench.server.bytesReceived, info["ram_pages_received"] * 4096)
+
+    def test_incompleteDump(self):
+        """
+        A client that goes silent mid-dump counts as C{incomplete}; the
+        pages it did send are counted, fewer than its memory.
+        """
+        bench = Bench(os.path.abspath(self.mktemp()))
+        bench.start()
+        client = bench.add("10.0.7.2", memory=8 * 2**20)
+        bench.crashAll(client)
+        bench.run(lambda: client.sim.servedCount > 100, step=0.01)
+        client.alive = False
+        bench.run(bench.idle)
+        [directory] = bench.crashDirs(client.ip)
+        received = dumpInfo(directory)["ram_pages_received"]
+        self.assertEqual(dict(bench.server.finished), {"incomplete": 1})
+        self.assertEqual(bench.server.pagesReceived, received)
+        self.assertGreater(received, 0)
+        self.assertLess(received, client.sim.memory.ramPages())
+        self.assertEqual(bench.server.bytesReceived, received * 4096)
+
+    def test_consoleLines(self):
+        """
+        Console lines are counted as they are written to the logs: plain
+        netconsole lines, a partial line once it is ended, and the lines
+        of netdump's own log stream.
+        """
+        bench = Bench(os.path.abspath(self.mktemp()))
+        bench.start()
+        bench.deliver(b"first line\nsecond line\n", ("10.0.7.3", 6665))
+        self.assertEqual(bench.server.consoleLines, 2)
+        bench.deliver(b"a partial", ("10.0.7.3", 6665))
+        self.assertEqual(bench.server.consoleLines, 2)
+        bench.deliver(b" line ends\n", ("10.0.7.3", 6665))
+        self.assertEqual(bench.server.consoleLines, 3)
+        client = bench.add("10.0.7.4")
+        bench.bootLog(client, b"Oops: 0002\nCPU: 0\nEIP: 0060\n")
+        self.assertEqual(bench.server.consoleLines, 6)

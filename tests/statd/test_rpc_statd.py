@@ -313,3 +313,97 @@ class TCPTests(StatdCase):
         """
         data = yield self.connect(struct.pack(">I", 0x80000000 | 100000) + b"x" * 1000)
         self.assertEqual(data, b"")
+
+
+class CallCounterTests(StatdCase):
+    """
+    The RPC server counts the calls to statd by procedure and result (what
+    the metrics read).
+    """
+
+    @defer.inlineCallbacks
+    def test_resultsCounted(self):
+        """
+        SM_STAT and SM_MON count their NSM result (C{stat_succ} /
+        C{stat_fail}), the other procedures C{success}; RPC error answers
+        count under their name, with the procedure called; calls to another
+        program are not NSM calls: only the message counters have them.
+        """
+        rpc = self.service.rpc
+        self.assertEqual(rpc.calls, {})
+        yield self.call(nsm.NULL)
+        yield self.call(nsm.STAT, Packer().string(b"anyhost").bytes())
+        yield self.call(nsm.MON, mon(b"hostA"))
+        yield self.call(nsm.MON, mon(b"hostA"))
+        yield self.call(nsm.MON, mon(b"../bad"))
+        yield self.call(nsm.UNMON, nsm.MonId(b"hostA", nsm.MyId(b"me", 100021, 3, 16))
+                        .pack(Packer()).bytes())
+        yield self.call(nsm.STAT, Packer().string(b"x" * 1025).bytes())
+        yield self.call(7)
+        yield self.call(0, vers=2)
+        yield self.call(0, prog=100099)
+        P = nsm.PROG
+        self.assertEqual(dict(rpc.calls), {
+            (P, 1, nsm.NULL, "success"): 1,
+            (P, 1, nsm.STAT, "stat_succ"): 1,
+            (P, 1, nsm.MON, "stat_succ"): 2,
+            (P, 1, nsm.MON, "stat_fail"): 1,
+            (P, 1, nsm.UNMON, "success"): 1,
+            (P, 1, nsm.STAT, "garbage_args"): 1,
+            (P, 1, 7, "proc_unavail"): 1,
+            (P, 2, 0, "prog_mismatch"): 1,
+        })
+        self.assertEqual(rpc.counters["prog_unavail"], 1)
+
+    @defer.inlineCallbacks
+    def test_systemError(self):
+        """
+        A procedure that raises counts as C{system_err}.
+        """
+        rpc = self.service.rpc
+
+        def broken(entry):
+            raise RuntimeError("disk on fire")
+
+        self.patch(self.service.store, "monitor", broken)
+        reply = yield rpc.dispatch(m.encodeCall(1, nsm.PROG, nsm.VERS, nsm.MON, mon(b"h")),
+                                   "127.0.0.1", 800, "udp")
+        self.assertEqual(m.decodeReply(reply).stat, m.SYSTEM_ERR)
+        self.assertEqual(dict(rpc.calls), {(nsm.PROG, 1, nsm.MON, "system_err"): 1})
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @defer.inlineCallbacks
+    def test_unknownProceduresBounded(self):
+        """
+        Unknown procedure numbers are counted one by one up to
+        C{MAX_UNKNOWN_PROCEDURES}; any others together under L{None}.
+        """
+        from sysmon.rpc.server import MAX_UNKNOWN_PROCEDURES
+
+        rpc = self.service.rpc
+        extra = 5
+        for proc in range(100, 100 + MAX_UNKNOWN_PROCEDURES + extra):
+            yield rpc.dispatch(m.encodeCall(1, nsm.PROG, nsm.VERS, proc), "127.0.0.1", 800,
+                               "udp")
+        yield rpc.dispatch(m.encodeCall(1, nsm.PROG, nsm.VERS, 100), "127.0.0.1", 800, "udp")
+        self.assertEqual(len(rpc.calls), MAX_UNKNOWN_PROCEDURES + 1)
+        self.assertEqual(rpc.calls[(nsm.PROG, 1, None, "proc_unavail")], extra)
+        self.assertEqual(rpc.calls[(nsm.PROG, 1, 100, "proc_unavail")], 2)
+
+    @defer.inlineCallbacks
+    def test_outcomeThatRaises(self):
+        """
+        A program whose result namer raises still gets its reply; the call
+        counts as C{success} and the error is logged.
+        """
+        rpc = self.service.rpc
+
+        def namer(proc, results):
+            raise ValueError("cannot name it")
+
+        rpc.register(200000, 1, {0: lambda args, ctx: b"ok!!"}, outcome=namer)
+        reply = yield rpc.dispatch(m.encodeCall(1, 200000, 1, 0), "127.0.0.1", 800, "udp")
+        self.assertEqual((m.decodeReply(reply).stat, m.decodeReply(reply).results),
+                         (m.SUCCESS, b"ok!!"))
+        self.assertEqual(dict(rpc.calls), {(200000, 1, 0, "success"): 1})
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
