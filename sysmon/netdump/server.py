@@ -1073,7 +1073,11 @@ class NetdumpServer:
             session.lastHeard = max(session.lastHeard, now)
         if session.batch and not self._flush(session):
             return
-        waitingForClient = session.state in ("info", "memory", "showstate")
+        # Once SHOW_STATE is answered the client owes nothing more: the wait
+        # for its console to go quiet is not silence, however short the
+        # timeout times the retries is.
+        waitingForClient = session.state in ("info", "memory") or (
+            session.state == "showstate" and not session.showStateReplied)
         if waitingForClient and now - session.lastHeard >= timeout * self.settings.retries and not (
             session.state == "showstate" and now - session.lastLog < timeout
         ):

@@ -191,6 +191,21 @@ class DumpTests(SynchronousTestCase):
         self.assertEqual(len(bench.reactor.getDelayedCalls()), 1)
         self.assertEqual(requests(bench, client.ip, COMM.REBOOT), [])
 
+    def test_quietLongerThanRetries(self):
+        """
+        With timeout times retries shorter than the console's quiet period,
+        a client that has answered SHOW_STATE is still rebooted once its
+        console is quiet, not given up as silent.
+        """
+        bench = self.bench(settings=ServerSettings(window=8, timeout=0.05, retries=3,
+                                                   secure=False, quiet=1.0))
+        logs = LogCapture(self)
+        client = bench.add("10.0.0.12", memory=2**20)
+        directory = self.dumpOne(bench, client)
+        self.assertEqual(dumpInfo(directory)["outcome"], "complete")
+        self.assertEqual(len(requests(bench, client.ip, COMM.REBOOT)), 1)
+        self.assertEqual(logs.matching("went silent"), [])
+
     def test_lostAck(self):
         """
         If the ACK is lost the client keeps announcing; the server answers
