@@ -42,6 +42,8 @@ class Options(usage.Options):
     optFlags = [
         ["notify-only", "n", "Notify the hosts that need it that we rebooted, then exit."],
         ["no-notify", "L", "Do not notify hosts at start (the monitor list is kept)."],
+        ["no-register", None, "Do not register with the portmapper (rpcbind) on "
+                              "127.0.0.1:111; peers must then be given --port."],
     ]
     optParameters = [
         ["port", "p", 0, "Port for UDP and TCP (0: any free one).", usage.portCoerce],
@@ -130,7 +132,8 @@ class StatdService(service.Service):
             return
         self.log.info("statd listening on udp {udp} and tcp {tcp}, state file {path}",
                       udp=self.udpPort, tcp=self.tcpPort, path=self.store.path)
-        d.addCallback(lambda _: self._register())
+        if not self.options["no-register"]:
+            d.addCallback(lambda _: self._register())
         if not self.options["no-notify"]:
             d.addCallback(lambda _: self.server.notifyAll())
         d.addErrback(lambda f: self.log.failure("statd start", f))
