@@ -303,19 +303,33 @@ class TwistdChild:
         case.addCleanup(self.stop)
 
     def spawn(self, plugin: str, *args: str, prefix: Sequence[str] = (),
-              env: Mapping[str, str] | None = None) -> subprocess.Popen:
+              env: Mapping[str, str] | None = None,
+              python: str = sys.executable) -> subprocess.Popen:
         """
         Start C{twistd -n plugin args}, after C{prefix} (e.g.
         L{Namespace.prefix}, which execs, so the pid stays twistd's).
 
         @param env: its environment (this process's by default).
+        @param python: the interpreter.
         """
-        argv = [*prefix, sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+        argv = [*prefix, python, "-c", "from twisted.scripts.twistd import run; run()",
                 "-n", "--pidfile=", f"--logfile={self.logfile}", plugin, *args]
-        self.process = subprocess.Popen(argv, cwd=self.cwd, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL,
-                                        env=None if env is None else dict(env))
+        with open(self.logfile + ".stderr", "wb") as stderr:
+            self.process = subprocess.Popen(argv, cwd=self.cwd, stdout=subprocess.DEVNULL,
+                                            stderr=stderr,
+                                            env=None if env is None else dict(env))
         return self.process
+
+    def stderr(self) -> str:
+        """
+        What the child wrote on its standard error (twistd's own complaints
+        before logging starts).
+        """
+        try:
+            with open(self.logfile + ".stderr", encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
 
     def logSize(self) -> int:
         try:
@@ -341,7 +355,8 @@ class TwistdChild:
             if text in self.log()[start:]:
                 return
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"the daemon exited ({self.process.returncode}):\n{self.log()}")
+                raise AssertionError(f"the daemon exited ({self.process.returncode}):\n"
+                                     f"{self.log()}{self.stderr()}")
             time.sleep(0.05)
         raise AssertionError(f"{text!r} not in the log after {timeout}s:\n{self.log()[-3000:]}")
 
