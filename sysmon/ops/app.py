@@ -242,8 +242,8 @@ class Ready(service.Service):
     Tells the service manager (C{$NOTIFY_SOCKET}) that the application is
     up once every daemon has started (C{READY=1}), and, when the unit has
     C{WatchdogSec=} and the watchdog daemon is not enabled (it sends its
-    own C{WATCHDOG=1} while the system is healthy), that the reactor is
-    alive, at half the interval.
+    own C{WATCHDOG=1} at each refresh, until it stops feeding), that the
+    reactor is alive, at half the interval.
     """
 
     log = Logger()
