@@ -123,6 +123,18 @@ __all__ = [
 ]
 
 
+def _byLabel(kind: type[Metric], name: str, documentation: str, label: str,
+             values: dict[str, float]) -> Metric:
+    """
+    A metric family with one sample per C{values} item, labelled C{label}
+    (in the mapping's order).
+    """
+    family = kind(name, documentation, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], value)
+    return family
+
+
 class _Collector(Collector):
     """
     A collector whose C{describe} is its C{collect}: the registry learns
@@ -161,12 +173,9 @@ class NetdumpCollector(_Collector):
             "Crash dumps that ended without all their pages (client gone, no space, "
             "write error, refused, too many at once...).",
             value=sum(n for outcome, n in finished.items() if outcome != "complete"))
-        byOutcome = CounterMetricFamily(
-            "sysmon_netdump_dumps_finished_total", "Crash dumps that ended, by outcome.",
-            labels=["outcome"])
-        for outcome in sorted(finished):
-            byOutcome.add_metric([outcome], finished[outcome])
-        yield byOutcome
+        yield _byLabel(CounterMetricFamily, "sysmon_netdump_dumps_finished_total",
+                       "Crash dumps that ended, by outcome.", "outcome",
+                       {outcome: finished[outcome] for outcome in sorted(finished)})
         yield CounterMetricFamily(
             "sysmon_netdump_received_bytes_total",
             "Bytes of memory pages received into vmcores (zero pages included).",
@@ -215,9 +224,6 @@ class StatdCollector(_Collector):
         calls = CounterMetricFamily(
             "sysmon_statd_calls_total", "NSM calls by procedure and result.",
             labels=["procedure", "result"])
-        rejected = CounterMetricFamily(
-            "sysmon_statd_rejected_total",
-            "RPC messages that reached no NSM procedure, by reason.", labels=["reason"])
         counters: dict[str, int] = dict(rpc.counters) if rpc is not None else {}
         if rpc is not None:
             totals: dict[tuple[str, str], int] = {}
@@ -227,10 +233,10 @@ class StatdCollector(_Collector):
                 totals[key] = totals.get(key, 0) + n
             for key in sorted(totals):
                 calls.add_metric(list(key), totals[key])
-        for reason, counter in _REJECTED.items():
-            rejected.add_metric([reason], counters.get(counter, 0))
         yield calls
-        yield rejected
+        yield _byLabel(CounterMetricFamily, "sysmon_statd_rejected_total",
+                       "RPC messages that reached no NSM procedure, by reason.", "reason",
+                       {reason: counters.get(counter, 0) for reason, counter in _REJECTED.items()})
         entries = list(store.entries.values()) if store is not None else []
         hosts = list(store.hosts.values()) if store is not None else []
         yield GaugeMetricFamily(
@@ -260,25 +266,18 @@ class RecvstatsCollector(_Collector):
         states = ([s.record.state for s in list(controller.nodes.values())]
                   if controller is not None else [])
         counters: dict[str, int] = dict(controller.counters) if controller is not None else {}
-        nodes = GaugeMetricFamily("sysmon_recvstats_nodes", "Cluster nodes by state.",
-                                  labels=["state"])
-        nodes.add_metric(["up"], states.count(shm.UP))
-        nodes.add_metric(["down"], states.count(shm.DOWN))
-        yield nodes
-        packets = CounterMetricFamily(
-            "sysmon_recvstats_packets_total",
+        yield _byLabel(GaugeMetricFamily, "sysmon_recvstats_nodes", "Cluster nodes by state.",
+                       "state", {"up": states.count(shm.UP), "down": states.count(shm.DOWN)})
+        yield _byLabel(
+            CounterMetricFamily, "sysmon_recvstats_packets_total",
             "Status datagrams: good (reports taken) or bad (malformed, unsigned, badly "
-            "signed, node out of range).", labels=["result"])
-        packets.add_metric(["good"], counters.get("status", 0))
-        packets.add_metric(["bad"], counters.get("bad", 0) + counters.get("unsigned", 0)
-                           + counters.get("bad_signature", 0))
-        yield packets
-        gmond = CounterMetricFamily(
-            "sysmon_recvstats_gmond_packets_total", "Ganglia gmond packets: good or malformed.",
-            labels=["result"])
-        gmond.add_metric(["good"], counters.get("gmond", 0))
-        gmond.add_metric(["bad"], counters.get("gmond_bad", 0))
-        yield gmond
+            "signed, node out of range).", "result",
+            {"good": counters.get("status", 0),
+             "bad": counters.get("bad", 0) + counters.get("unsigned", 0)
+             + counters.get("bad_signature", 0)})
+        yield _byLabel(CounterMetricFamily, "sysmon_recvstats_gmond_packets_total",
+                       "Ganglia gmond packets: good or malformed.", "result",
+                       {"good": counters.get("gmond", 0), "bad": counters.get("gmond_bad", 0)})
 
 
 class SendstatsCollector(_Collector):
@@ -317,12 +316,9 @@ class WatchdogCollector(_Collector):
                                   value=service.rounds)
         failures = {check.name: 0 for check in service.checks}
         failures.update(dict(service.failures))
-        family = CounterMetricFamily(
-            "sysmon_watchdog_check_failures_total", "Failed results, by check.",
-            labels=["check"])
-        for name in sorted(failures):
-            family.add_metric([name], failures[name])
-        yield family
+        yield _byLabel(CounterMetricFamily, "sysmon_watchdog_check_failures_total",
+                       "Failed results, by check.", "check",
+                       {name: failures[name] for name in sorted(failures)})
         refreshed = GaugeMetricFamily(
             "sysmon_watchdog_seconds_since_refresh",
             "Seconds since the device was last refreshed (with no device: since the "
@@ -350,11 +346,9 @@ class KeepaliveCollector(_Collector):
         from sysmon.keepalive.policy import State
 
         states = [e.record.state for e in list(self.supervisor.entries.values())]
-        family = GaugeMetricFamily("sysmon_keepalive_processes",
-                                   "Registered processes by state.", labels=["state"])
-        for state in State:
-            family.add_metric([state.value], states.count(state))
-        yield family
+        yield _byLabel(GaugeMetricFamily, "sysmon_keepalive_processes",
+                       "Registered processes by state.", "state",
+                       {state.value: states.count(state) for state in State})
         yield CounterMetricFamily("sysmon_keepalive_restarts_total",
                                   "Restarts of registered processes.",
                                   value=self.supervisor.restarts)
