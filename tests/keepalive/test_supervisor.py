@@ -321,7 +321,8 @@ class ChildTests(SupervisorTestCase):
         yield defer.ensureDeferred(self.waitFor(
             lambda: commandLineSoon(pid) == ("sleep", marker), what="the exec of sleep"))
         self.assertEqual(os.getsid(pid), pid)
-        self.assertEqual(_fds(pid), [0, 1, 2])
+        fds = _fds(pid)
+        self.assertEqual(fds, [0, 1, 2], [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds])
         self.assertEqual(os.readlink(f"/proc/{pid}/fd/0"), "/dev/null")
         # Only the signals a program can handle (glibc keeps 32 and 33).
         handled = sum(1 << (s - 1) for s in signal.valid_signals() if s < 65)
